@@ -1,0 +1,637 @@
+//! One resilient AMI connection per Asterisk server.
+//!
+//! [`run`] connects, logs in (plaintext or MD5 challenge, ami.md §1.10), and then reads without
+//! pause (§1.12: a reader that stalls for 100 ms is dropped by Asterisk) while it
+//!
+//! * answers actions submitted through an [`AmiHandle`], correlated by ActionID, with a timeout;
+//! * pings on an interval and drops a link whose Ping goes unanswered (half-open TCP);
+//! * resyncs with a full `QueueStatus` after login (`FullyBooted`), after `Reload`/`Load` of
+//!   app_queue, and periodically, because some values change with no event at all (§2.5);
+//! * refreshes one queue shortly after events that imply silent changes (AgentComplete →
+//!   CallsTaken, LastCall; QueueCallerJoin → the caller's priority);
+//! * forwards queue events and snapshots to the state task as [`Input`]s.
+//!
+//! When the link ends it reports the server down and reconnects with capped exponential backoff
+//! and jitter. Actions submitted while the link is down fail at once: never a hang, never a
+//! success that Asterisk did not confirm.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use md5::{Digest, Md5};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use super::demux::{Demux, Reply, Routed};
+use super::event::is_queue_event;
+use super::{AmiCodec, Frame, Message};
+use crate::state::{Input, LinkChange, QueueStatus, Scope, What};
+
+/// Actions queued for one connection; past this, `send` waits (bounded, never unbounded).
+pub const REQUEST_QUEUE: usize = 256;
+/// Frames queued for the socket writer; past this the link is considered stuck and dropped.
+const WRITE_QUEUE: usize = 512;
+/// Actions awaiting their answer at once on one link.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Wait after an event that implies silent changes before reading the queue back, so that a
+/// burst of events costs one QueueStatus.
+const REFRESH_DELAY: Duration = Duration::from_millis(150);
+/// How long to wait for `FullyBooted` after login before resyncing anyway (a user whose
+/// `read=` lacks `system` never gets it).
+const BOOT_WAIT: Duration = Duration::from_secs(3);
+/// Shortest and longest pause between reconnects.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// A `Member:` filter that matches no member: QueueStatus then lists parameters and callers
+/// only (checked against Asterisk 22.10.1).
+const NO_MEMBER: &str = "queuebridge:no-member";
+
+/// How to log in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// `Action: Challenge` then `Login` with `AuthType: MD5` — the secret never crosses the wire.
+    #[default]
+    Md5,
+    /// `Login` with `Secret`.
+    Plain,
+}
+
+/// Settings of one connection.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub id: Arc<str>,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: String,
+    pub auth: Auth,
+    pub max_frame: usize,
+    pub connect_timeout: Duration,
+    pub action_timeout: Duration,
+    pub ping_interval: Duration,
+    pub reconcile_interval: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Why an action got no reply from Asterisk.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("AMI link to {server} is down: {reason}")]
+    NotConnected { server: String, reason: String },
+    #[error("no answer from Asterisk within the action timeout")]
+    Timeout,
+    #[error("the AMI link was lost before Asterisk answered")]
+    ConnectionLost,
+    #[error("too many actions in flight on this link")]
+    Busy,
+}
+
+/// A submitted action and where its answer goes.
+#[derive(Debug)]
+pub struct Request {
+    pub action: Message,
+    pub reply: oneshot::Sender<Result<Reply, ActionError>>,
+}
+
+/// Submits actions to one server's connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AmiHandle {
+    server: Arc<str>,
+    tx: mpsc::Sender<Request>,
+}
+
+impl AmiHandle {
+    /// A handle and the receiving end that [`run`] consumes.
+    pub fn new(server: Arc<str>) -> (Self, mpsc::Receiver<Request>) {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        (Self { server, tx }, rx)
+    }
+
+    /// The server this handle talks to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Sends an action (its `ActionID` is set here) and waits for Asterisk's answer: the
+    /// response, with the list items if it was a list action.
+    pub async fn send(&self, action: Message) -> Result<Reply, ActionError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ActionError::NotConnected {
+            server: self.server.to_string(),
+            reason: "queuebridge is shutting down".into(),
+        };
+        self.tx
+            .send(Request { action, reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| ActionError::ConnectionLost)?
+    }
+}
+
+/// Milliseconds since the epoch, for [`Input::at_ms`].
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs one server's connection until `shutdown`, reconnecting as needed.
+pub async fn run(
+    cfg: ClientConfig,
+    mut requests: mpsc::Receiver<Request>,
+    sink: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) {
+    let span = info_span!("ami", server = %cfg.id, addr = %format!("{}:{}", cfg.host, cfg.port));
+    async move {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let mut session = Session::new(&cfg, &sink);
+            let end = session.run(&mut requests, &shutdown).await;
+            let reason = match end {
+                End::Shutdown => {
+                    session
+                        .report(What::Link(LinkChange::Down("queuebridge stopped".into())))
+                        .await;
+                    return;
+                }
+                End::Failed(reason) => reason,
+            };
+            if session.synced {
+                backoff = BACKOFF_MIN;
+            }
+            session
+                .report(What::Link(LinkChange::Down(reason.clone())))
+                .await;
+            // Full jitter in [d/2, d]: many daemons restarted together do not reconnect in step.
+            let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+            backoff = (backoff * 2).min(cfg.backoff_max.max(BACKOFF_MIN));
+            warn!(%reason, retry_in_ms = delay.as_millis() as u64, "ami link down");
+            let until = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = sleep_until(until) => break,
+                    _ = shutdown.cancelled() => return,
+                    req = requests.recv() => match req {
+                        Some(req) => {
+                            let _ = req.reply.send(Err(ActionError::NotConnected {
+                                server: cfg.id.to_string(),
+                                reason: reason.clone(),
+                            }));
+                        }
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum End {
+    Shutdown,
+    Failed(String),
+}
+
+/// Who is waiting for an answer.
+enum Waiter {
+    External(oneshot::Sender<Result<Reply, ActionError>>),
+    Status(Scope),
+    Ping,
+}
+
+struct Pending {
+    waiter: Waiter,
+    deadline: Instant,
+}
+
+struct Session<'a> {
+    cfg: &'a ClientConfig,
+    sink: &'a mpsc::Sender<Input>,
+    next_id: u64,
+    demux: Demux,
+    pending: HashMap<String, Pending>,
+    writer: Option<mpsc::Sender<Message>>,
+    synced: bool,
+    full_in_flight: bool,
+    full_again: bool,
+    /// Queues to read back, with whether members are needed too.
+    dirty: BTreeMap<String, bool>,
+    refresh_at: Option<Instant>,
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+impl<'a> Session<'a> {
+    fn new(cfg: &'a ClientConfig, sink: &'a mpsc::Sender<Input>) -> Self {
+        Self {
+            cfg,
+            sink,
+            next_id: 0,
+            demux: Demux::default(),
+            pending: HashMap::new(),
+            writer: None,
+            synced: false,
+            full_in_flight: false,
+            full_again: false,
+            dirty: BTreeMap::new(),
+            refresh_at: None,
+        }
+    }
+
+    async fn report(&self, what: What) {
+        let input = Input {
+            server: self.cfg.id.clone(),
+            at_ms: now_ms(),
+            what,
+        };
+        // The state task only goes away at shutdown; then nothing is left to tell.
+        let _ = self.sink.send(input).await;
+    }
+
+    fn action_id(&mut self, suffix: &str) -> String {
+        self.next_id += 1;
+        format!("qb{}{}", self.next_id, suffix)
+    }
+
+    /// Queues an action for the writer; false when the link is stuck or gone.
+    fn write(&mut self, action: Message) -> bool {
+        match &self.writer {
+            Some(w) => w.try_send(action).is_ok(),
+            None => false,
+        }
+    }
+
+    fn submit(&mut self, mut action: Message, suffix: &str, waiter: Waiter) -> Result<(), Waiter> {
+        if self.pending.len() >= MAX_IN_FLIGHT {
+            return Err(waiter);
+        }
+        let id = self.action_id(suffix);
+        action.push("ActionID", &id);
+        if !self.write(action) {
+            return Err(waiter);
+        }
+        let deadline = Instant::now() + self.cfg.action_timeout;
+        self.pending.insert(id, Pending { waiter, deadline });
+        Ok(())
+    }
+
+    fn request_full_resync(&mut self) {
+        if self.full_in_flight {
+            self.full_again = true;
+            return;
+        }
+        if self
+            .submit(
+                Message::action("QueueStatus"),
+                ".all",
+                Waiter::Status(Scope::All),
+            )
+            .is_ok()
+        {
+            self.full_in_flight = true;
+        }
+    }
+
+    fn mark_dirty(&mut self, queue: &str, with_members: bool) {
+        let e = self.dirty.entry(queue.to_owned()).or_insert(false);
+        *e |= with_members;
+        self.refresh_at
+            .get_or_insert_with(|| Instant::now() + REFRESH_DELAY);
+    }
+
+    fn refresh_dirty(&mut self) {
+        self.refresh_at = None;
+        for (queue, with_members) in std::mem::take(&mut self.dirty) {
+            let mut action = Message::action("QueueStatus").with("Queue", &queue);
+            let (suffix, scope) = if with_members {
+                (".q", Scope::Queue(queue))
+            } else {
+                action.push("Member", NO_MEMBER);
+                (".qc", Scope::Callers(queue))
+            };
+            let _ = self.submit(action, suffix, Waiter::Status(scope));
+        }
+    }
+
+    async fn run(
+        &mut self,
+        requests: &mut mpsc::Receiver<Request>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let addr = format!("{}:{}", self.cfg.host, self.cfg.port);
+        let stream = match timeout(self.cfg.connect_timeout, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return End::Failed(format!("connect to {addr}: {e}")),
+            Err(_) => return End::Failed(format!("connect to {addr}: timed out")),
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let mut reader = FramedRead::new(rd, AmiCodec::new(self.cfg.max_frame));
+        let (wtx, mut wrx) = mpsc::channel::<Message>(WRITE_QUEUE);
+        self.writer = Some(wtx);
+        // The writer has its own task, so a slow socket write never delays reading.
+        let writer = tokio::spawn(async move {
+            let mut out = FramedWrite::new(wr, AmiCodec::default());
+            while let Some(m) = wrx.recv().await {
+                if out.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let end = self.session(&mut reader, requests, shutdown).await;
+        self.writer = None;
+        // Dropping the sender ends the writer after it flushed what is queued (a Logoff).
+        let _ = timeout(Duration::from_secs(1), writer).await;
+        for (_, p) in self.pending.drain() {
+            if let Waiter::External(tx) = p.waiter {
+                let _ = tx.send(Err(ActionError::ConnectionLost));
+            }
+        }
+        self.demux.clear();
+        end
+    }
+
+    async fn login(
+        &mut self,
+        reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, AmiCodec>,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.cfg.action_timeout;
+        match timeout_at(deadline, reader.next()).await {
+            Some(Some(Ok(Frame::Banner(b)))) => debug!(banner = %b, "connected"),
+            Some(Some(Ok(other))) => return Err(format!("expected the AMI banner, got {other:?}")),
+            Some(Some(Err(e))) => return Err(format!("reading banner: {e}")),
+            Some(None) => return Err("closed before the banner (authlimit reached?)".into()),
+            None => return Err("no AMI banner within the action timeout".into()),
+        }
+        let mut login = Message::action("Login").with("Username", &self.cfg.username);
+        if self.cfg.auth == Auth::Md5 {
+            let id = self.action_id(".auth");
+            let challenge = Message::action("Challenge")
+                .with("AuthType", "MD5")
+                .with("ActionID", &id);
+            self.write(challenge);
+            let reply = self.await_reply(reader, &id, deadline).await?;
+            let Some(challenge) = reply
+                .response
+                .get("Challenge")
+                .filter(|_| reply.is_success())
+            else {
+                return Err(format!("MD5 challenge refused: {}", reply.message()));
+            };
+            let key = Md5::digest(format!("{challenge}{}", self.cfg.secret));
+            login.push("AuthType", "MD5");
+            login.push("Key", &format!("{key:x}"));
+        } else {
+            login.push("Secret", &self.cfg.secret);
+        }
+        // Only what the fold reads: agent (Queue*, Agent*) and system (FullyBooted, Reload).
+        login.push("Events", "agent,system");
+        let id = self.action_id(".auth");
+        login.push("ActionID", &id);
+        self.write(login);
+        let reply = self.await_reply(reader, &id, deadline).await?;
+        if !reply.is_success() {
+            return Err(format!(
+                "login as {:?} refused: {}",
+                self.cfg.username,
+                reply.message()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads until the reply to `id` (login phase only: nothing else is in flight).
+    async fn await_reply(
+        &mut self,
+        reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, AmiCodec>,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<Reply, String> {
+        loop {
+            match timeout_at(deadline, reader.next()).await {
+                None => return Err("no answer to login within the action timeout".into()),
+                Some(None) => return Err("connection closed during login".into()),
+                Some(Some(Err(e))) => return Err(format!("reading: {e}")),
+                Some(Some(Ok(Frame::Message(m)))) => {
+                    if let Routed::Reply { action_id, reply } = self.demux.push(m) {
+                        if action_id == id {
+                            return Ok(reply);
+                        }
+                    }
+                }
+                Some(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        reader: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, AmiCodec>,
+        requests: &mut mpsc::Receiver<Request>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        if let Err(reason) = self.login(reader).await {
+            error!(%reason, user = %self.cfg.username, "ami login failed");
+            return End::Failed(reason);
+        }
+        info!("ami logged in");
+        self.report(What::Link(LinkChange::Up)).await;
+        let mut boot_deadline = Some(Instant::now() + BOOT_WAIT);
+        let mut ping = tokio::time::interval(self.cfg.ping_interval);
+        ping.tick().await;
+        let mut reconcile = tokio::time::interval(self.cfg.reconcile_interval);
+        reconcile.tick().await;
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let refresh_at = self.refresh_at.unwrap_or_else(far_future);
+            let boot_at = boot_deadline.unwrap_or_else(far_future);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.write(Message::action("Logoff"));
+                    return End::Shutdown;
+                }
+                frame = reader.next() => match frame {
+                    Some(Ok(Frame::Message(m))) => {
+                        if let Some(reason) = self.on_message(m, &mut boot_deadline).await {
+                            return End::Failed(reason);
+                        }
+                    }
+                    Some(Ok(Frame::Skipped(skip))) => {
+                        warn!(reason = skip.reason(), ?skip, "ami message skipped");
+                    }
+                    Some(Ok(Frame::Banner(b))) => debug!(banner = %b, "unexpected second banner"),
+                    Some(Err(e)) => return End::Failed(format!("reading: {e}")),
+                    None => return End::Failed("connection closed by Asterisk".into()),
+                },
+                req = requests.recv() => match req {
+                    Some(Request { action, reply }) => {
+                        if let Err(Waiter::External(reply)) =
+                            self.submit(action, "", Waiter::External(reply))
+                        {
+                            let _ = reply.send(Err(ActionError::Busy));
+                        }
+                    }
+                    None => return End::Shutdown,
+                },
+                _ = ping.tick() => {
+                    if self.submit(Message::action("Ping"), ".ping", Waiter::Ping).is_err() {
+                        return End::Failed("cannot queue a keepalive Ping: link stuck".into());
+                    }
+                }
+                _ = reconcile.tick() => if self.synced { self.request_full_resync() },
+                _ = sleep_until(refresh_at) => self.refresh_dirty(),
+                _ = sleep_until(boot_at) => {
+                    boot_deadline = None;
+                    if !self.synced && !self.full_in_flight {
+                        info!("no FullyBooted after login; resyncing anyway");
+                        self.request_full_resync();
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    if let Some(reason) = self.expire() {
+                        return End::Failed(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails actions past their deadline; a lost Ping or resync ends the link.
+    fn expire(&mut self) -> Option<String> {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.demux.cancel(&id);
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            match p.waiter {
+                Waiter::External(tx) => {
+                    let _ = tx.send(Err(ActionError::Timeout));
+                }
+                Waiter::Ping => return Some("keepalive Ping unanswered: link half-open".into()),
+                Waiter::Status(scope) => {
+                    return Some(format!("QueueStatus ({scope:?}) unanswered"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Handles one message; `Some(reason)` ends the link.
+    async fn on_message(&mut self, m: Message, boot: &mut Option<Instant>) -> Option<String> {
+        match self.demux.push(m) {
+            Routed::Pending => None,
+            Routed::Reply { action_id, reply } => {
+                let p = self.pending.remove(&action_id)?;
+                match p.waiter {
+                    Waiter::External(tx) => {
+                        let _ = tx.send(Ok(reply));
+                    }
+                    Waiter::Ping => {}
+                    Waiter::Status(scope) => {
+                        let full = scope == Scope::All;
+                        if !reply.is_success() {
+                            return Some(format!("QueueStatus refused: {}", reply.message()));
+                        }
+                        self.report(What::Snapshot(QueueStatus {
+                            scope,
+                            items: reply.items,
+                        }))
+                        .await;
+                        if full {
+                            self.full_in_flight = false;
+                            if !self.synced {
+                                info!("ami synced");
+                            }
+                            self.synced = true;
+                            if std::mem::take(&mut self.full_again) {
+                                self.request_full_resync();
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            Routed::Event(m) => {
+                let name = m.event_name().unwrap_or_default();
+                match name {
+                    "FullyBooted" => {
+                        *boot = None;
+                        self.request_full_resync();
+                    }
+                    "Reload" | "Load" | "Unload" => {
+                        let module = m.get("Module").unwrap_or_default();
+                        let queue_module =
+                            module.starts_with("app_queue") || module.eq_ignore_ascii_case("All");
+                        if queue_module && (name == "Unload" || m.get("Status") != Some("1")) {
+                            self.request_full_resync();
+                        }
+                    }
+                    "Shutdown" => info!(
+                        shutdown = m.get("Shutdown").unwrap_or_default(),
+                        "asterisk is shutting down"
+                    ),
+                    _ if is_queue_event(name) => {
+                        let queue = m.get("Queue").unwrap_or_default().to_owned();
+                        match name {
+                            "QueueCallerJoin" | "Join" => self.mark_dirty(&queue, false),
+                            "AgentConnect" | "AgentComplete" | "AgentDump"
+                            | "QueueCallerAbandon" => self.mark_dirty(&queue, true),
+                            _ => {}
+                        }
+                        self.report(What::Event(m)).await;
+                    }
+                    _ => {}
+                }
+                None
+            }
+        }
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline, f).await.ok()
+}
+
+/// The scope of a QueueStatus reply from its ActionID, for folding captures (`replay`).
+pub fn scope_of(action_id: &str, items: &[Message]) -> Scope {
+    let queue = || {
+        items
+            .iter()
+            .find(|m| m.event_name() == Some("QueueParams"))
+            .and_then(|m| m.get("Queue"))
+            .map(str::to_owned)
+    };
+    if action_id.starts_with("qb") && action_id.ends_with(".all") {
+        return Scope::All;
+    }
+    if action_id.starts_with("qb") && action_id.ends_with(".qc") {
+        if let Some(q) = queue() {
+            return Scope::Callers(q);
+        }
+    }
+    if action_id.starts_with("qb") && action_id.ends_with(".q") {
+        if let Some(q) = queue() {
+            return Scope::Queue(q);
+        }
+    }
+    Scope::Merge
+}

@@ -1,0 +1,392 @@
+//! Typed queue events (ami.md §2.3, §2.4, §4), borrowed from a [`Message`].
+//!
+//! Each event is read in one pass over its headers. Field names of Asterisk 11–22 are all
+//! accepted (`Location`/`Interface`, `Name`/`MemberName`, `Join`/`QueueCallerJoin`,
+//! `QueueMemberPaused`/`QueueMemberPause`); missing numbers read as 0 and missing strings as "",
+//! as Asterisk itself prints them when unset. Events that are not about queues stay untyped.
+
+use super::Message;
+
+/// The member-state block shared by QueueMember* events and the QueueMember list item
+/// (ami.md §2.1, §2.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberFields<'a> {
+    pub queue: &'a str,
+    pub name: &'a str,
+    pub interface: &'a str,
+    pub state_interface: &'a str,
+    pub membership: &'a str,
+    pub penalty: i64,
+    pub calls_taken: i64,
+    pub last_call: i64,
+    pub last_pause: i64,
+    pub login_time: i64,
+    pub in_call: bool,
+    pub status: i64,
+    pub paused: bool,
+    pub paused_reason: &'a str,
+    /// Absent from the QueueMember list item (ami.md §2.4).
+    pub ring_in_use: Option<bool>,
+    pub wrapup_time: i64,
+}
+
+/// The caller of QueueCaller* and Agent* events (the channel that ran `Queue()`), ami.md §2.2.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallerFields<'a> {
+    pub queue: &'a str,
+    pub channel: &'a str,
+    pub uniqueid: &'a str,
+    pub linkedid: &'a str,
+    pub caller_id_num: &'a str,
+    pub caller_id_name: &'a str,
+    pub connected_line_num: &'a str,
+    pub connected_line_name: &'a str,
+    /// 1-based position (Join: where placed; Leave/Abandon: where it was).
+    pub position: i64,
+    /// Callers in the queue after the event (Join/Leave).
+    pub count: Option<i64>,
+    /// `OriginalPosition` of QueueCallerAbandon.
+    pub original_position: i64,
+}
+
+/// The member side of Agent* events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentFields<'a> {
+    pub caller: CallerFields<'a>,
+    pub interface: &'a str,
+    pub member_name: &'a str,
+    pub dest_channel: &'a str,
+    pub dest_uniqueid: &'a str,
+    /// Seconds waited (AgentConnect, AgentComplete, QueueCallerAbandon).
+    pub hold_time: i64,
+    /// AgentConnect: seconds; AgentRingNoAnswer: milliseconds (ami.md §7.5).
+    pub ring_time: i64,
+    pub talk_time: i64,
+    /// AgentComplete: `caller`, `agent` or `transfer`.
+    pub reason: &'a str,
+}
+
+/// QueueParams list item (ami.md §2.4). Note the wire spellings `Holdtime`, `ServicelevelPerf`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamsFields<'a> {
+    pub queue: &'a str,
+    pub max: i64,
+    pub strategy: &'a str,
+    pub calls: i64,
+    pub hold_time: i64,
+    pub talk_time: i64,
+    pub completed: i64,
+    pub abandoned: i64,
+    pub service_level: i64,
+    pub service_level_perf: f64,
+    pub service_level_perf2: f64,
+    pub weight: i64,
+}
+
+/// QueueEntry list item (ami.md §2.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryFields<'a> {
+    pub caller: CallerFields<'a>,
+    pub wait: i64,
+    pub priority: i64,
+}
+
+/// The events queuebridge understands; everything else is [`Event::Other`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event<'a> {
+    CallerJoin(CallerFields<'a>),
+    CallerLeave(CallerFields<'a>),
+    CallerAbandon(AgentFields<'a>),
+    AgentCalled(AgentFields<'a>),
+    AgentRingNoAnswer(AgentFields<'a>),
+    AgentConnect(AgentFields<'a>),
+    AgentComplete(AgentFields<'a>),
+    AgentDump(AgentFields<'a>),
+    MemberStatus(MemberFields<'a>),
+    MemberAdded(MemberFields<'a>),
+    MemberRemoved(MemberFields<'a>),
+    MemberPause(MemberFields<'a>),
+    MemberPenalty(MemberFields<'a>),
+    MemberRinginuse(MemberFields<'a>),
+    /// QueueStatus list items.
+    Params(ParamsFields<'a>),
+    Member(MemberFields<'a>),
+    Entry(EntryFields<'a>),
+    /// `FullyBooted` — the "resync now" trigger (ami.md §4).
+    FullyBooted,
+    /// `Reload`, `Load` or `Unload` of a module, with its status.
+    Module {
+        what: &'a str,
+        module: &'a str,
+        status: &'a str,
+    },
+    /// `Shutdown`: the state will be gone.
+    Shutdown,
+    Other,
+}
+
+fn int(v: &str) -> i64 {
+    v.trim().parse().unwrap_or(0)
+}
+
+fn flag(v: &str) -> bool {
+    int(v) != 0
+}
+
+/// Fills the caller block; returns false when the key is not part of it.
+fn caller_field<'a>(c: &mut CallerFields<'a>, k: &str, v: &'a str) -> bool {
+    match k {
+        "Queue" => c.queue = v,
+        "Channel" => c.channel = v,
+        "Uniqueid" => c.uniqueid = v,
+        "Linkedid" => c.linkedid = v,
+        "CallerIDNum" => c.caller_id_num = v,
+        "CallerIDName" => c.caller_id_name = v,
+        "ConnectedLineNum" => c.connected_line_num = v,
+        "ConnectedLineName" => c.connected_line_name = v,
+        "Position" => c.position = int(v),
+        "Count" => c.count = Some(int(v)),
+        "OriginalPosition" => c.original_position = int(v),
+        _ => return false,
+    }
+    true
+}
+
+fn caller(m: &Message) -> CallerFields<'_> {
+    let mut c = CallerFields::default();
+    for (k, v) in m.headers() {
+        caller_field(&mut c, k, v);
+    }
+    c
+}
+
+fn agent(m: &Message) -> AgentFields<'_> {
+    let mut a = AgentFields::default();
+    for (k, v) in m.headers() {
+        if caller_field(&mut a.caller, k, v) {
+            continue;
+        }
+        match k {
+            "Interface" | "Location" | "Member" => a.interface = v,
+            "MemberName" => a.member_name = v,
+            "DestChannel" => a.dest_channel = v,
+            "DestUniqueid" => a.dest_uniqueid = v,
+            "HoldTime" => a.hold_time = int(v),
+            "RingTime" => a.ring_time = int(v),
+            "TalkTime" => a.talk_time = int(v),
+            "Reason" => a.reason = v,
+            _ => {}
+        }
+    }
+    a
+}
+
+fn member(m: &Message) -> MemberFields<'_> {
+    let mut f = MemberFields::default();
+    for (k, v) in m.headers() {
+        match k {
+            "Queue" => f.queue = v,
+            "MemberName" | "Name" => f.name = v,
+            "Interface" | "Location" => f.interface = v,
+            "StateInterface" => f.state_interface = v,
+            "Membership" => f.membership = v,
+            "Penalty" => f.penalty = int(v),
+            "CallsTaken" => f.calls_taken = int(v),
+            "LastCall" => f.last_call = int(v),
+            "LastPause" => f.last_pause = int(v),
+            "LoginTime" => f.login_time = int(v),
+            "InCall" => f.in_call = flag(v),
+            "Status" => f.status = int(v),
+            "Paused" => f.paused = flag(v),
+            "PausedReason" => f.paused_reason = v,
+            "Ringinuse" => f.ring_in_use = Some(flag(v)),
+            "Wrapuptime" => f.wrapup_time = int(v),
+            _ => {}
+        }
+    }
+    if f.name.is_empty() {
+        f.name = f.interface; // Asterisk's own default (ami.md §2.1)
+    }
+    if f.state_interface.is_empty() {
+        f.state_interface = f.interface;
+    }
+    f
+}
+
+fn params(m: &Message) -> ParamsFields<'_> {
+    let mut p = ParamsFields::default();
+    for (k, v) in m.headers() {
+        match k {
+            "Queue" => p.queue = v,
+            "Max" => p.max = int(v),
+            "Strategy" => p.strategy = v,
+            "Calls" => p.calls = int(v),
+            "Holdtime" | "HoldTime" => p.hold_time = int(v),
+            "TalkTime" => p.talk_time = int(v),
+            "Completed" => p.completed = int(v),
+            "Abandoned" => p.abandoned = int(v),
+            "ServiceLevel" => p.service_level = int(v),
+            "ServicelevelPerf" | "ServiceLevelPerf" => {
+                p.service_level_perf = v.trim().parse().unwrap_or(0.0)
+            }
+            "ServicelevelPerf2" | "ServiceLevelPerf2" => {
+                p.service_level_perf2 = v.trim().parse().unwrap_or(0.0)
+            }
+            "Weight" => p.weight = int(v),
+            _ => {}
+        }
+    }
+    p
+}
+
+fn entry(m: &Message) -> EntryFields<'_> {
+    let mut e = EntryFields::default();
+    for (k, v) in m.headers() {
+        if caller_field(&mut e.caller, k, v) {
+            continue;
+        }
+        match k {
+            "Wait" => e.wait = int(v),
+            "Priority" => e.priority = int(v),
+            _ => {}
+        }
+    }
+    e
+}
+
+impl<'a> Event<'a> {
+    /// Reads the typed event out of a message; [`Event::Other`] for anything else.
+    pub fn from_message(m: &'a Message) -> Self {
+        let Some(name) = m.event_name() else {
+            return Event::Other;
+        };
+        match name {
+            "QueueCallerJoin" | "Join" => Event::CallerJoin(caller(m)),
+            "QueueCallerLeave" | "Leave" => Event::CallerLeave(caller(m)),
+            "QueueCallerAbandon" => Event::CallerAbandon(agent(m)),
+            "AgentCalled" => Event::AgentCalled(agent(m)),
+            "AgentRingNoAnswer" => Event::AgentRingNoAnswer(agent(m)),
+            "AgentConnect" => Event::AgentConnect(agent(m)),
+            "AgentComplete" => Event::AgentComplete(agent(m)),
+            "AgentDump" => Event::AgentDump(agent(m)),
+            "QueueMemberStatus" => Event::MemberStatus(member(m)),
+            "QueueMemberAdded" => Event::MemberAdded(member(m)),
+            "QueueMemberRemoved" => Event::MemberRemoved(member(m)),
+            "QueueMemberPause" | "QueueMemberPaused" => Event::MemberPause(member(m)),
+            "QueueMemberPenalty" => Event::MemberPenalty(member(m)),
+            "QueueMemberRinginuse" => Event::MemberRinginuse(member(m)),
+            "QueueParams" => Event::Params(params(m)),
+            "QueueMember" => Event::Member(member(m)),
+            "QueueEntry" => Event::Entry(entry(m)),
+            "FullyBooted" => Event::FullyBooted,
+            "Shutdown" => Event::Shutdown,
+            "Reload" | "Load" | "Unload" => Event::Module {
+                what: name,
+                module: m.get("Module").unwrap_or_default(),
+                status: m.get("Status").unwrap_or_default(),
+            },
+            _ => Event::Other,
+        }
+    }
+
+    /// The queue an event is about, if it is about one.
+    pub fn queue(&self) -> Option<&'a str> {
+        match self {
+            Event::CallerJoin(c) | Event::CallerLeave(c) => Some(c.queue),
+            Event::CallerAbandon(a)
+            | Event::AgentCalled(a)
+            | Event::AgentRingNoAnswer(a)
+            | Event::AgentConnect(a)
+            | Event::AgentComplete(a)
+            | Event::AgentDump(a) => Some(a.caller.queue),
+            Event::MemberStatus(m)
+            | Event::MemberAdded(m)
+            | Event::MemberRemoved(m)
+            | Event::MemberPause(m)
+            | Event::MemberPenalty(m)
+            | Event::MemberRinginuse(m)
+            | Event::Member(m) => Some(m.queue),
+            Event::Params(p) => Some(p.queue),
+            Event::Entry(e) => Some(e.caller.queue),
+            _ => None,
+        }
+    }
+}
+
+/// Event names the state fold reads; the client forwards only these (plus list items).
+pub fn is_queue_event(name: &str) -> bool {
+    matches!(
+        name,
+        "QueueCallerJoin"
+            | "Join"
+            | "QueueCallerLeave"
+            | "Leave"
+            | "QueueCallerAbandon"
+            | "AgentCalled"
+            | "AgentRingNoAnswer"
+            | "AgentConnect"
+            | "AgentComplete"
+            | "AgentDump"
+            | "QueueMemberStatus"
+            | "QueueMemberAdded"
+            | "QueueMemberRemoved"
+            | "QueueMemberPause"
+            | "QueueMemberPaused"
+            | "QueueMemberPenalty"
+            | "QueueMemberRinginuse"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_member_list_item_maps_name_and_location() {
+        let m = Message::new()
+            .with("Event", "QueueMember")
+            .with("Queue", "sales")
+            .with("Name", "Agent One")
+            .with("Location", "Local/agent1@agents/n")
+            .with("StateInterface", "Custom:agent1")
+            .with("Membership", "static")
+            .with("Paused", "1")
+            .with("PausedReason", "Lunch");
+        let Event::Member(f) = Event::from_message(&m) else {
+            panic!("not a member")
+        };
+        assert_eq!(f.interface, "Local/agent1@agents/n");
+        assert_eq!(f.name, "Agent One");
+        assert!(f.paused);
+        assert_eq!(f.ring_in_use, None);
+    }
+
+    #[test]
+    fn asterisk_11_names_are_accepted() {
+        let m = Message::new()
+            .with("Event", "QueueMemberPaused")
+            .with("Queue", "q")
+            .with("Location", "SIP/1")
+            .with("Paused", "1");
+        let Event::MemberPause(f) = Event::from_message(&m) else {
+            panic!("not a pause")
+        };
+        assert_eq!(
+            (f.interface, f.name, f.state_interface),
+            ("SIP/1", "SIP/1", "SIP/1")
+        );
+    }
+
+    #[test]
+    fn params_read_the_lower_case_spellings() {
+        let m = Message::new()
+            .with("Event", "QueueParams")
+            .with("Queue", "q")
+            .with("Holdtime", "7")
+            .with("ServicelevelPerf", "66.7");
+        let Event::Params(p) = Event::from_message(&m) else {
+            panic!("not params")
+        };
+        assert_eq!((p.hold_time, p.service_level_perf), (7, 66.7));
+    }
+}

@@ -1,0 +1,199 @@
+//! One AMI message: the ordered multimap of `Key: value` headers (ami.md §1.3).
+//!
+//! A message owns its text once and keeps byte ranges into it, so decoding a frame costs one
+//! copy and one small vector, and reading a header allocates nothing. Repeated keys
+//! (`Output`, `ChanVariable`, `Variable`) are kept in wire order.
+
+use std::fmt;
+use std::ops::Range;
+
+/// Byte ranges of one header inside [`Message::text`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Field {
+    key: Range<u32>,
+    value: Range<u32>,
+}
+
+/// An AMI message (action, response or event) as an ordered list of headers.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    text: String,
+    fields: Vec<Field>,
+}
+
+/// What the first header says a message is (ami.md §1.5: the first line decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// `Event: <name>`
+    Event(&'a str),
+    /// `Response: Success|Error|Goodbye|…`
+    Response(&'a str),
+    /// `Action: <name>` (client to server)
+    Action(&'a str),
+    /// Anything else; a conforming server never sends it.
+    Other,
+}
+
+impl Message {
+    /// An empty message, to be filled with [`Message::push`] or [`Message::with`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An action: `Action: <name>` as its first header.
+    pub fn action(name: &str) -> Self {
+        Self::new().with("Action", name)
+    }
+
+    /// Appends a header, builder style.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.push(key, value);
+        self
+    }
+
+    /// Appends a header. The stored text is the wire form (`key: value\r\n`).
+    pub fn push(&mut self, key: &str, value: &str) {
+        let key_start = self.text.len();
+        self.text.push_str(key);
+        let key_end = self.text.len();
+        self.text.push_str(": ");
+        let value_start = self.text.len();
+        self.text.push_str(value);
+        let value_end = self.text.len();
+        self.text.push_str("\r\n");
+        self.fields.push(Field {
+            key: offset(key_start)..offset(key_end),
+            value: offset(value_start)..offset(value_end),
+        });
+    }
+
+    /// Builds a message over `text` from header ranges found by the parser.
+    pub(crate) fn from_parts(text: String, ranges: Vec<(Range<usize>, Range<usize>)>) -> Self {
+        let fields = ranges
+            .into_iter()
+            .map(|(k, v)| Field {
+                key: offset(k.start)..offset(k.end),
+                value: offset(v.start)..offset(v.end),
+            })
+            .collect();
+        Self { text, fields }
+    }
+
+    fn slice(&self, range: &Range<u32>) -> &str {
+        // Ranges are made only by `push` and the parser, at char boundaries of `text`.
+        self.text
+            .get(range.start as usize..range.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// All headers in wire order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (self.slice(&f.key), self.slice(&f.value)))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when the message has no header at all.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The first value of `key`, compared ASCII case-insensitively as Asterisk does
+    /// (`__astman_get_header`).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.headers()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of `key`, in wire order.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The first header, which decides the message's kind.
+    pub fn first(&self) -> Option<(&str, &str)> {
+        self.headers().next()
+    }
+
+    /// Event, response or action, from the first header.
+    pub fn kind(&self) -> Kind<'_> {
+        match self.first() {
+            Some((k, v)) if k.eq_ignore_ascii_case("Event") => Kind::Event(v),
+            Some((k, v)) if k.eq_ignore_ascii_case("Response") => Kind::Response(v),
+            Some((k, v)) if k.eq_ignore_ascii_case("Action") => Kind::Action(v),
+            _ => Kind::Other,
+        }
+    }
+
+    /// The event name, when the message is an event.
+    pub fn event_name(&self) -> Option<&str> {
+        match self.kind() {
+            Kind::Event(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The `ActionID` header, if any.
+    pub fn action_id(&self) -> Option<&str> {
+        self.get("ActionID")
+    }
+}
+
+fn offset(n: usize) -> u32 {
+    // The codec caps frames far below 4 GiB; a builder that passes this is a programming error
+    // we still refuse to turn into a panic: the range is clamped and reads as empty.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.headers()).finish()
+    }
+}
+
+impl fmt::Display for Message {
+    /// The canonical wire form: CRLF line ends, one space after the colon, no terminator.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in self.headers() {
+            write!(f, "{k}: {v}\r\n")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_repeated_keys_in_order() {
+        let m = Message::new()
+            .with("Response", "Success")
+            .with("Output", "one")
+            .with("Output", "")
+            .with("Output", "three");
+        assert_eq!(
+            m.get_all("output").collect::<Vec<_>>(),
+            ["one", "", "three"]
+        );
+        assert_eq!(m.kind(), Kind::Response("Success"));
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        let m = Message::new()
+            .with("Event", "QueueParams")
+            .with("Holdtime", "3");
+        assert_eq!(m.get("HoldTime"), Some("3"));
+        assert_eq!(m.event_name(), Some("QueueParams"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The nom grammar of one whole AMI message (ami.md §1.3), applied after framing.
+//!
+//! The framer hands over the text of one message without its closing empty line; this module
+//! splits it into headers. It never sees a partial message, so "incomplete" cannot happen here:
+//! anything that does not fit the grammar is a malformed message.
+
+use std::ops::Range;
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till, take_until};
+use nom::character::complete::char;
+use nom::combinator::{all_consuming, opt, rest, verify};
+use nom::multi::many1;
+use nom::sequence::{separated_pair, terminated};
+use nom::{IResult, Parser};
+
+use super::Message;
+
+/// Why a framed message could not be parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A line has no `:` at all, so it is not a header.
+    NotAHeader,
+}
+
+/// `line = *(%x00-09 / %x0B-FF) LF` — a line ends at LF; a CR before it is not part of it,
+/// a lone CR elsewhere is data (ami.md §1.2).
+fn line(input: &str) -> IResult<&str, &str> {
+    let (rest, text) = terminated(take_till(|c| c == '\n'), opt(char('\n'))).parse(input)?;
+    Ok((rest, text.strip_suffix('\r').unwrap_or(text)))
+}
+
+/// `header = key ": " value / key ":" value` — split at the first `": "`, falling back to the
+/// first `:` (ami.md §1.3); the key is never empty.
+fn header(line: &str) -> IResult<&str, (&str, &str)> {
+    let non_empty = |k: &&str| !k.is_empty();
+    all_consuming(alt((
+        separated_pair(verify(take_until(": "), non_empty), tag(": "), rest),
+        separated_pair(verify(take_until(":"), non_empty), tag(":"), rest),
+    )))
+    .parse(line)
+}
+
+/// `message = 1*line` where every line is a header.
+fn lines(input: &str) -> IResult<&str, Vec<&str>> {
+    all_consuming(many1(verify(line, |l: &str| !l.is_empty()))).parse(input)
+}
+
+/// Parses the text of one framed message into a [`Message`].
+pub(crate) fn message(text: String) -> Result<Message, ParseError> {
+    let base = text.as_ptr() as usize;
+    let at = |s: &str| s.as_ptr() as usize - base;
+    let ranges = {
+        let (_, lines) = lines(&text).map_err(|_| ParseError::NotAHeader)?;
+        let mut ranges: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(lines.len());
+        for l in lines {
+            let (_, (k, v)) = header(l).map_err(|_| ParseError::NotAHeader)?;
+            ranges.push((at(k)..at(k) + k.len(), at(v)..at(v) + v.len()));
+        }
+        ranges
+    };
+    Ok(Message::from_parts(text, ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<(String, String)>, ParseError> {
+        message(s.to_owned()).map(|m| {
+            m.headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn value_is_everything_after_the_first_colon_space() {
+        let h = parse("ActionID: a:b: c\r\n").unwrap();
+        assert_eq!(h, [("ActionID".into(), "a:b: c".into())]);
+    }
+
+    #[test]
+    fn key_may_contain_a_colon() {
+        let h = parse("ChanVariable(IAX2/10.0.0.1:4569-1): x=y\r\n").unwrap();
+        assert_eq!(h[0].0, "ChanVariable(IAX2/10.0.0.1:4569-1)");
+        assert_eq!(h[0].1, "x=y");
+    }
+
+    #[test]
+    fn empty_value_and_missing_space() {
+        let h = parse("PausedReason: \r\nKey:v\nOther:\r\n").unwrap();
+        assert_eq!(h[0], ("PausedReason".into(), "".into()));
+        assert_eq!(h[1], ("Key".into(), "v".into()));
+        assert_eq!(h[2], ("Other".into(), "".into()));
+    }
+
+    #[test]
+    fn a_lone_cr_is_data() {
+        let h = parse("A: x\ry\r\n").unwrap();
+        assert_eq!(h[0].1, "x\ry");
+    }
+
+    #[test]
+    fn a_line_without_colon_is_malformed() {
+        assert_eq!(
+            parse("Event: X\r\ngarbage\r\n"),
+            Err(ParseError::NotAHeader)
+        );
+        assert_eq!(parse(": no key\r\n"), Err(ParseError::NotAHeader));
+    }
+}

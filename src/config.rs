@@ -1,0 +1,288 @@
+//! The one configuration file (TOML), validated at load with errors that name the key.
+//!
+//! Every key is documented in README.md and in `queuebridge.example.toml`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ami::client::{Auth, ClientConfig};
+use crate::ami::DEFAULT_MAX_FRAME;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where queue ids (and later call history and deadlines) are kept.
+    pub state_dir: PathBuf,
+    /// The Asterisk servers, one AMI connection each.
+    pub ami: Vec<AmiConfig>,
+    pub http: HttpConfig,
+    /// Queue ids fixed by the operator.
+    #[serde(default)]
+    pub queues: Vec<QueueIdConfig>,
+}
+
+/// One `[[ami]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmiConfig {
+    pub id: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub username: String,
+    pub secret: String,
+    #[serde(default)]
+    pub auth: Auth,
+    /// Seconds to wait for the TCP connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds to wait for Asterisk to answer an action.
+    #[serde(default = "default_action_timeout")]
+    pub action_timeout: f64,
+    /// Seconds between keepalive Pings.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval: f64,
+    /// Seconds between full QueueStatus reconciliations.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: f64,
+    /// Longest pause between reconnect attempts, seconds.
+    #[serde(default = "default_backoff_max")]
+    pub reconnect_max: f64,
+    /// Largest AMI message accepted, bytes; longer ones are skipped.
+    #[serde(default = "default_max_frame")]
+    pub max_message_bytes: usize,
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token of the native API.
+    pub token: String,
+    /// Most SSE streams open at once.
+    #[serde(default = "default_max_streams")]
+    pub max_event_streams: usize,
+}
+
+/// One `[[queues]]` entry: a fixed id for a queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueIdConfig {
+    pub server: String,
+    pub name: String,
+    pub id: u64,
+}
+
+fn default_port() -> u16 {
+    5038
+}
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+fn default_action_timeout() -> f64 {
+    10.0
+}
+fn default_ping_interval() -> f64 {
+    10.0
+}
+fn default_reconcile_interval() -> f64 {
+    60.0
+}
+fn default_backoff_max() -> f64 {
+    30.0
+}
+fn default_max_frame() -> usize {
+    DEFAULT_MAX_FRAME
+}
+fn default_max_streams() -> usize {
+    256
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.ami.is_empty() {
+            return Err(invalid(
+                "ami".into(),
+                "at least one [[ami]] server is required",
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        for (i, a) in self.ami.iter().enumerate() {
+            let key = |k: &str| format!("ami[{i}].{k}");
+            if a.id.is_empty() || a.id.contains('/') {
+                return Err(invalid(key("id"), "must be non-empty and contain no '/'"));
+            }
+            if !ids.insert(a.id.as_str()) {
+                return Err(invalid(
+                    key("id"),
+                    &format!("duplicate server id {:?}", a.id),
+                ));
+            }
+            if a.host.is_empty() {
+                return Err(invalid(key("host"), "must not be empty"));
+            }
+            if a.username.is_empty() {
+                return Err(invalid(key("username"), "must not be empty"));
+            }
+            for (name, v) in [
+                ("connect_timeout", a.connect_timeout),
+                ("action_timeout", a.action_timeout),
+                ("ping_interval", a.ping_interval),
+                ("reconcile_interval", a.reconcile_interval),
+                ("reconnect_max", a.reconnect_max),
+            ] {
+                if !(0.05..=86_400.0).contains(&v) {
+                    return Err(invalid(key(name), "must be between 0.05 and 86400 seconds"));
+                }
+            }
+            if !(1024..=64 * 1024 * 1024).contains(&a.max_message_bytes) {
+                return Err(invalid(
+                    key("max_message_bytes"),
+                    "must be between 1024 and 67108864",
+                ));
+            }
+        }
+        if self.http.token.len() < 16 {
+            return Err(invalid(
+                "http.token".into(),
+                "must be at least 16 characters",
+            ));
+        }
+        if self.http.max_event_streams == 0 {
+            return Err(invalid(
+                "http.max_event_streams".into(),
+                "must be at least 1",
+            ));
+        }
+        let mut pinned = BTreeSet::new();
+        for (i, q) in self.queues.iter().enumerate() {
+            if !ids.contains(q.server.as_str()) {
+                return Err(invalid(
+                    format!("queues[{i}].server"),
+                    "names no [[ami]] id",
+                ));
+            }
+            if q.id == 0 || !pinned.insert(q.id) {
+                return Err(invalid(
+                    format!("queues[{i}].id"),
+                    "must be unique and above 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AmiConfig {
+    /// The client settings of this server.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            id: Arc::from(self.id.as_str()),
+            host: self.host.clone(),
+            port: self.port,
+            username: self.username.clone(),
+            secret: self.secret.clone(),
+            auth: self.auth,
+            max_frame: self.max_message_bytes,
+            connect_timeout: Duration::from_secs_f64(self.connect_timeout),
+            action_timeout: Duration::from_secs_f64(self.action_timeout),
+            ping_interval: Duration::from_secs_f64(self.ping_interval),
+            reconcile_interval: Duration::from_secs_f64(self.reconcile_interval),
+            backoff_max: Duration::from_secs_f64(self.reconnect_max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/tmp/qb"
+[[ami]]
+id = "pbx1"
+host = "127.0.0.1"
+username = "bridge"
+secret = "s"
+[http]
+listen = "127.0.0.1:8088"
+token = "0123456789abcdef"
+"#;
+
+    #[test]
+    fn minimal_file_loads_with_defaults() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(c.ami[0].port, 5038);
+        assert_eq!(c.ami[0].auth, Auth::Md5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse(&GOOD.replace("secret", "secrett"), "t").unwrap_err();
+        assert!(err.to_string().contains("secrett"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_server_id_is_named() {
+        let twice = format!(
+            "{GOOD}\n[[ami]]\nid = \"pbx1\"\nhost = \"h\"\nusername = \"u\"\nsecret = \"s\"\n"
+        );
+        let err = Config::parse(&twice, "t").unwrap_err();
+        assert!(err.to_string().contains("ami[1].id"), "{err}");
+    }
+
+    #[test]
+    fn short_token_is_refused() {
+        let err = Config::parse(&GOOD.replace("0123456789abcdef", "short"), "t").unwrap_err();
+        assert!(err.to_string().contains("http.token"), "{err}");
+    }
+}

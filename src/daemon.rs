@@ -1,0 +1,100 @@
+//! Wires the parts together: one AMI client per server, the state task, the HTTP API.
+//!
+//! [`run`] takes its listener and its stop signal as arguments, so tests bind port 0 and run
+//! several daemons side by side.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::ami::client::{self, AmiHandle};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::hub::{self, Hub};
+use crate::state::{QueueIds, State};
+
+/// The first sequence number of this process: microseconds since the epoch, so numbers keep
+/// growing across restarts and a `Last-Event-ID` from an earlier process is never mistaken
+/// for a recent one.
+fn first_seq() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The running parts other front ends build on.
+pub struct Parts {
+    pub hub: Arc<Hub>,
+    /// Action submission, by server id.
+    pub ami: BTreeMap<String, AmiHandle>,
+}
+
+/// Starts the AMI clients and the state task; they stop when `shutdown` is cancelled.
+pub fn start(
+    config: &Config,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Parts> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
+    let mut ids = QueueIds::load(&config.state_dir)?;
+    for q in &config.queues {
+        ids.pin(&q.server, &q.name, q.id);
+    }
+    let mut state = State::new(config.ami.iter().map(|a| a.id.as_str()), ids);
+    state.seq = first_seq();
+    let hub = Hub::new(state);
+    let (inputs_tx, inputs_rx) = mpsc::channel(hub::INPUT_QUEUE);
+    tasks.spawn(hub::run(
+        hub.clone(),
+        inputs_rx,
+        Some(config.state_dir.clone()),
+    ));
+    let mut ami = BTreeMap::new();
+    for a in &config.ami {
+        let cfg = a.client();
+        let (handle, requests) = AmiHandle::new(cfg.id.clone());
+        tasks.spawn(client::run(
+            cfg,
+            requests,
+            inputs_tx.clone(),
+            shutdown.clone(),
+        ));
+        ami.insert(a.id.clone(), handle);
+    }
+    Ok(Parts { hub, ami })
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = TaskTracker::new();
+    let parts = start(&config, &tasks, &shutdown)?;
+    let app = AppState::new(
+        parts.hub.clone(),
+        &config.http.token,
+        config.http.max_event_streams,
+        shutdown.clone(),
+    );
+    info!(addr = %listener.local_addr()?, "http listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("http server")?;
+    drop(parts);
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

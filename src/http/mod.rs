@@ -1,0 +1,152 @@
+//! The native HTTP API (axum): queues as JSON, changes as Server-Sent Events, health.
+//!
+//! * `GET /healthz` — 200 when every AMI link is up and synced, 503 with the reasons otherwise;
+//! * `GET /api/v1/queues` — every server's link and every queue, with members and callers;
+//! * `GET /api/v1/queues/{name}` — one queue (when the name is unique across servers);
+//! * `GET /api/v1/queues/{server}/{name}` — one queue of one server;
+//! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]).
+//!
+//! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
+
+mod error;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::hub::Hub;
+use crate::state::Queue;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub token: Arc<str>,
+    /// One permit per open SSE stream.
+    pub streams: Arc<Semaphore>,
+    /// Cancelled at shutdown: SSE streams end cleanly.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Handler state for a hub.
+    pub fn new(
+        hub: Arc<Hub>,
+        token: &str,
+        max_streams: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            hub,
+            token: Arc::from(token),
+            streams: Arc::new(Semaphore::new(max_streams)),
+            shutdown,
+        }
+    }
+}
+
+/// The whole API, ready to serve or to call with `oneshot` in tests.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/queues", get(list_queues))
+        .route("/queues/{name}", get(one_queue))
+        .route("/queues/{server}/{name}", get(server_queue))
+        .route("/events", get(sse::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if same_secret(t.as_bytes(), app.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::Unauthorized("invalid bearer token").into_response(),
+        None => ApiError::Unauthorized("missing bearer token").into_response(),
+    }
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    let (ok, servers) = app.hub.read(|s| {
+        let servers: Vec<_> = s
+            .servers
+            .values()
+            .map(|srv| json!({ "id": srv.id, "connected": srv.link.connected, "synced": srv.link.synced, "reason": srv.link.reason }))
+            .collect();
+        (s.all_synced(), servers)
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "servers": servers });
+    (status, Json(body)).into_response()
+}
+
+async fn list_queues(State(app): State<AppState>) -> Response {
+    Json(app.hub.read(|s| s.snapshot())).into_response()
+}
+
+async fn one_queue(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Queue>, ApiError> {
+    let found: Vec<Queue> = app
+        .hub
+        .read(|s| s.queues().filter(|q| q.name == name).cloned().collect());
+    match found.len() {
+        0 => Err(ApiError::NotFound(format!("no queue named {name:?}"))),
+        1 => Ok(Json(
+            found.into_iter().next().unwrap_or_else(|| unreachable!()),
+        )),
+        _ => Err(ApiError::Ambiguous(format!(
+            "queue {name:?} exists on servers {}; use /api/v1/queues/{{server}}/{name}",
+            found
+                .iter()
+                .map(|q| &*q.server)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+async fn server_queue(
+    State(app): State<AppState>,
+    Path((server, name)): Path<(String, String)>,
+) -> Result<Json<Queue>, ApiError> {
+    app.hub
+        .read(|s| {
+            if !s.servers.contains_key(server.as_str()) {
+                return Err(ApiError::NotFound(format!("no server {server:?}")));
+            }
+            s.queue(&server, &name).cloned().ok_or_else(|| {
+                ApiError::NotFound(format!("no queue {name:?} on server {server:?}"))
+            })
+        })
+        .map(Json)
+}

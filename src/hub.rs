@@ -1,0 +1,149 @@
+//! The hub: the one task that owns the queue state, and how everyone else reads it.
+//!
+//! AMI clients send [`Input`]s over a bounded channel; [`run`] folds them with
+//! [`state::apply`](crate::state::apply) and publishes every change twice: into a ring of recent
+//! changes (so a reconnecting SSE client gets exactly what it missed) and onto a broadcast
+//! channel. The broadcast never waits for a receiver: one that falls behind by more than
+//! [`BROADCAST_CAPACITY`] changes is told it lagged and gets a fresh snapshot instead, so no
+//! consumer can ever stall the AMI reader. Readers take the lock only to copy what they need;
+//! it is never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info_span, warn, Instrument};
+
+use crate::state::{self, Change, Input, Snapshot, State};
+
+/// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
+/// link, so this only fills if the process is starved; then the AMI readers wait, briefly.
+pub const INPUT_QUEUE: usize = 8192;
+/// Changes a subscriber may fall behind before it is resynced with a snapshot.
+pub const BROADCAST_CAPACITY: usize = 4096;
+/// Changes kept for `Last-Event-ID` resumption.
+pub const RECENT_CHANGES: usize = 20_000;
+
+struct Shared {
+    state: State,
+    recent: VecDeque<Arc<Change>>,
+}
+
+/// Shared handle to the state and its change stream.
+pub struct Hub {
+    shared: RwLock<Shared>,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+/// Where a subscriber resumes.
+pub enum Resume {
+    /// The changes after the given id, all still in the ring.
+    Backlog(Vec<Arc<Change>>),
+    /// Too old, unknown or absent id: start over from this snapshot.
+    Snapshot(Snapshot),
+}
+
+impl Hub {
+    /// A hub over an initial state.
+    pub fn new(state: State) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Arc::new(Self {
+            shared: RwLock::new(Shared {
+                state,
+                recent: VecDeque::with_capacity(RECENT_CHANGES),
+            }),
+            changes,
+        })
+    }
+
+    fn read_guard(&self) -> RwLockReadGuard<'_, Shared> {
+        // A panic while holding the lock cannot leave the state half-folded in a way readers
+        // could misuse more than a stale copy: recover the guard rather than poison every reader.
+        self.shared.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Shared> {
+        self.shared.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Folds one input and publishes its changes. Only the state task (or an offline replay)
+    /// calls this.
+    pub fn apply(&self, input: &Input) -> usize {
+        let changes: Vec<Arc<Change>> = {
+            let mut shared = self.write_guard();
+            let changes: Vec<Arc<Change>> = state::apply(&mut shared.state, input)
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            for c in &changes {
+                if shared.recent.len() == RECENT_CHANGES {
+                    shared.recent.pop_front();
+                }
+                shared.recent.push_back(c.clone());
+            }
+            changes
+        };
+        let n = changes.len();
+        for c in changes {
+            // No receivers is fine: nobody is listening.
+            let _ = self.changes.send(c);
+        }
+        n
+    }
+
+    /// Reads the state under the lock; `f` must be quick and must not block.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.read_guard().state)
+    }
+
+    /// Writes the state under the lock (persistence bookkeeping only).
+    fn write<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.write_guard().state)
+    }
+
+    /// Subscribes to changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// What a subscriber that saw everything up to `last_seq` needs to catch up.
+    pub fn resume(&self, last_seq: Option<u64>) -> Resume {
+        let shared = self.read_guard();
+        if let Some(last) = last_seq {
+            let current = shared.state.seq;
+            let oldest = shared.recent.front().map_or(current + 1, |c| c.seq);
+            if last <= current && last + 1 >= oldest {
+                return Resume::Backlog(
+                    shared
+                        .recent
+                        .iter()
+                        .filter(|c| c.seq > last)
+                        .cloned()
+                        .collect(),
+                );
+            }
+        }
+        Resume::Snapshot(shared.state.snapshot())
+    }
+}
+
+/// The state task: folds inputs until every sender is gone, persisting new queue ids.
+pub async fn run(hub: Arc<Hub>, mut inputs: mpsc::Receiver<Input>, state_dir: Option<PathBuf>) {
+    async move {
+        let mut batch = Vec::with_capacity(256);
+        while inputs.recv_many(&mut batch, 256).await > 0 {
+            for input in batch.drain(..) {
+                hub.apply(&input);
+            }
+            let dirty_ids = hub.write(|s| s.ids.take_dirty().then(|| s.ids.clone()));
+            if let (Some(ids), Some(dir)) = (dirty_ids, &state_dir) {
+                if let Err(err) = ids.save(dir) {
+                    warn!(%err, dir = %dir.display(), "cannot persist queue ids");
+                }
+            }
+        }
+    }
+    .instrument(info_span!("state"))
+    .await
+}

@@ -1,0 +1,24 @@
+//! queuebridge: the live state of Asterisk's call queues, kept exact from AMI, for the tools
+//! call centres already have.
+//!
+//! # Layout
+//!
+//! * [`config`] — the one configuration file, validated at load;
+//! * [`ami`] — the AMI wire codec (framing + nom), typed queue events, and the resilient client
+//!   (login, ActionIDs, keepalive, reconnect, resync) — one per Asterisk server;
+//! * [`state`] — the queue model and the pure fold `apply(&mut State, &Input) -> Vec<Change>`;
+//! * [`hub`] — the task that owns the state, publishes changes, and lets others read snapshots;
+//! * [`http`] — the native JSON API and its Server-Sent Events stream;
+//! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
+//! * [`daemon`] — wires it all together for `main`.
+//!
+//! Front ends never talk to AMI directly: they read the hub and submit actions through an
+//! [`ami::client::AmiHandle`].
+
+pub mod ami;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod hub;
+pub mod replay;
+pub mod state;
