@@ -44,11 +44,7 @@ pub fn replay(bytes: &[u8], server: &str, max_frame: usize) -> Replay {
     let mut buf = BytesMut::from(bytes);
     let (mut messages, mut skipped, mut changes) = (0u64, 0u64, 0u64);
     let started = Instant::now();
-    loop {
-        let frame = match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(frame)) = codec.decode_eof(&mut buf) {
         let message = match frame {
             Frame::Message(m) => m,
             Frame::Skipped(_) => {

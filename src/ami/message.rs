@@ -9,9 +9,19 @@ use std::ops::Range;
 
 /// Byte ranges of one header inside [`Message::text`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Field {
+pub(crate) struct Field {
     key: Range<u32>,
     value: Range<u32>,
+}
+
+impl Field {
+    /// A header at these byte ranges of the message text.
+    pub(crate) fn new(key: Range<usize>, value: Range<usize>) -> Self {
+        Field {
+            key: offset(key.start)..offset(key.end),
+            value: offset(value.start)..offset(value.end),
+        }
+    }
 }
 
 /// An AMI message (action, response or event) as an ordered list of headers.
@@ -69,14 +79,7 @@ impl Message {
     }
 
     /// Builds a message over `text` from header ranges found by the parser.
-    pub(crate) fn from_parts(text: String, ranges: Vec<(Range<usize>, Range<usize>)>) -> Self {
-        let fields = ranges
-            .into_iter()
-            .map(|(k, v)| Field {
-                key: offset(k.start)..offset(k.end),
-                value: offset(v.start)..offset(v.end),
-            })
-            .collect();
+    pub(crate) fn from_parts(text: String, fields: Vec<Field>) -> Self {
         Self { text, fields }
     }
 

@@ -4,16 +4,14 @@
 //! splits it into headers. It never sees a partial message, so "incomplete" cannot happen here:
 //! anything that does not fit the grammar is a malformed message.
 
-use std::ops::Range;
-
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till, take_until};
 use nom::character::complete::char;
 use nom::combinator::{all_consuming, opt, rest, verify};
-use nom::multi::many1;
 use nom::sequence::{separated_pair, terminated};
 use nom::{IResult, Parser};
 
+use super::message::Field;
 use super::Message;
 
 /// Why a framed message could not be parsed.
@@ -41,25 +39,25 @@ fn header(line: &str) -> IResult<&str, (&str, &str)> {
     .parse(line)
 }
 
-/// `message = 1*line` where every line is a header.
-fn lines(input: &str) -> IResult<&str, Vec<&str>> {
-    all_consuming(many1(verify(line, |l: &str| !l.is_empty()))).parse(input)
-}
-
-/// Parses the text of one framed message into a [`Message`].
+/// `message = 1*header-line` — one pass over the lines, straight into header ranges.
 pub(crate) fn message(text: String) -> Result<Message, ParseError> {
     let base = text.as_ptr() as usize;
     let at = |s: &str| s.as_ptr() as usize - base;
-    let ranges = {
-        let (_, lines) = lines(&text).map_err(|_| ParseError::NotAHeader)?;
-        let mut ranges: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(lines.len());
-        for l in lines {
-            let (_, (k, v)) = header(l).map_err(|_| ParseError::NotAHeader)?;
-            ranges.push((at(k)..at(k) + k.len(), at(v)..at(v) + v.len()));
+    let mut fields = Vec::with_capacity(24);
+    let mut input = text.as_str();
+    while !input.is_empty() {
+        let (rest, l) = line(input).map_err(|_| ParseError::NotAHeader)?;
+        if l.is_empty() {
+            return Err(ParseError::NotAHeader); // the framer never leaves an empty line inside
         }
-        ranges
-    };
-    Ok(Message::from_parts(text, ranges))
+        let (_, (k, v)) = header(l).map_err(|_| ParseError::NotAHeader)?;
+        fields.push(Field::new(at(k)..at(k) + k.len(), at(v)..at(v) + v.len()));
+        input = rest;
+    }
+    if fields.is_empty() {
+        return Err(ParseError::NotAHeader);
+    }
+    Ok(Message::from_parts(text, fields))
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use queuebridge::ami::{Event, Message};
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use asterisk::{free_port, Asterisk};
+#[allow(unused_imports)]
 pub use driver::Driver;
 
 pub const TOKEN: &str = "test-token-0123456789";
