@@ -14,6 +14,12 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 echo "== tests (unit, property, trace replay, end to end against real Asterisk)"
-cargo test --locked
-echo "== benchmark and fuzz target compile"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+echo "== benchmark compiles"
 cargo bench --locked --no-run
+passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
+failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")
+echo "tests: $passed passed, $failed failed"
+[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ]
