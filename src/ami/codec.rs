@@ -184,10 +184,12 @@ impl Decoder for AmiCodec {
             if let Some(banner) = self.decode_banner(buf) {
                 return Ok(Some(banner));
             }
-            if self.expect_banner && buf.len() > self.max_frame {
+            // `decode_banner` clears the flag when the stream starts with a header instead.
+            if self.expect_banner {
+                if buf.len() <= self.max_frame {
+                    return Ok(None);
+                }
                 self.expect_banner = false; // a "banner" this long is not one: discard it
-            } else if self.expect_banner {
-                return Ok(None);
             }
         }
         if self.next_index == 0 && !Self::skip_blank_lines(buf) {
