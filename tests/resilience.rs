@@ -33,14 +33,20 @@ async fn asterisk_restarted_under_queuebridge() {
     assert_eq!(q["members"].as_array().map(Vec::len), Some(2));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ami_link_cut_then_reconnected_and_exact() {
+/// Asterisk, the tests' driver, and queuebridge connected to Asterisk through a [`Proxy`].
+async fn behind_proxy() -> (Asterisk, Driver, Proxy, Bridge) {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
     driver.devstate("agent3", "NOT_INUSE").await;
     let proxy = Proxy::start(ast.port).await;
     let bridge = Bridge::start(proxy.port);
     bridge.wait_health(200).await;
+    (ast, driver, proxy, bridge)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ami_link_cut_then_reconnected_and_exact() {
+    let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
     bridge.assert_exact(&mut driver, "pbx1", "support").await;
     let mut events = subscribe(&bridge, None).await;
     proxy.cut();
@@ -55,12 +61,7 @@ async fn ami_link_cut_then_reconnected_and_exact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_oversized_frames_are_skipped_without_dropping_the_link() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    driver.devstate("agent3", "NOT_INUSE").await;
-    let proxy = Proxy::start(ast.port).await;
-    let bridge = Bridge::start(proxy.port);
-    bridge.wait_health(200).await;
+    let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
     let mut events = subscribe(&bridge, None).await;
     let mut junk = b"Event: QueueMemberStatus\r\nthis line has no colon\r\n\r\n".to_vec();
     junk.extend_from_slice(b"Event: UserEvent\r\n");
