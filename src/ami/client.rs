@@ -590,12 +590,14 @@ impl<'a> Session<'a> {
                         "asterisk is shutting down"
                     ),
                     _ if is_queue_event(name) => {
-                        let queue = m.get("Queue").unwrap_or_default().to_owned();
-                        match name {
-                            "QueueCallerJoin" | "Join" => self.mark_dirty(&queue, false),
+                        let with_members = match name {
+                            "QueueCallerJoin" | "Join" => Some(false),
                             "AgentConnect" | "AgentComplete" | "AgentDump"
-                            | "QueueCallerAbandon" => self.mark_dirty(&queue, true),
-                            _ => {}
+                            | "QueueCallerAbandon" => Some(true),
+                            _ => None,
+                        };
+                        if let Some(with_members) = with_members {
+                            self.mark_dirty(m.get("Queue").unwrap_or_default(), with_members);
                         }
                         self.report(What::Event(m)).await;
                     }
