@@ -6,7 +6,10 @@
 //! [`Frame::Skipped`] value. The decoder returns `Err` only for I/O errors, because `Framed`
 //! ends the stream after an `Err`: one bad message must never cost the connection.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{parse, Message};
@@ -74,36 +77,34 @@ enum End {
     NotYet(usize),
 }
 
-/// Finds the first LF that is followed by an empty line (`LF LF` or `LF CR LF`).
+/// Finds the first LF that is followed by an empty line (`LF LF` or `LF CR LF`): two
+/// vectorised substring searches over the whole frame rather than one probe per line.
 fn find_end(buf: &[u8], from: usize) -> End {
-    let mut at = from;
-    while let Some(i) = memchr::memchr(b'\n', &buf[at..]).map(|i| at + i) {
-        match (buf.get(i + 1), buf.get(i + 2)) {
-            (Some(b'\n'), _) => {
-                return End::Found {
-                    text: i + 1,
-                    total: i + 2,
-                }
-            }
-            (Some(b'\r'), Some(b'\n')) => {
-                return End::Found {
-                    text: i + 1,
-                    total: i + 3,
-                }
-            }
-            (None, _) | (Some(b'\r'), None) => return End::NotYet(i),
-            _ => at = i + 1,
-        }
+    static LF_CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF_LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    let hay = buf.get(from..).unwrap_or_default();
+    let crlf = LF_CRLF.find(hay);
+    // A bare `LF LF` counts only if it comes first.
+    let lf = LF_LF.find(&hay[..crlf.map_or(hay.len(), |i| i + 1)]);
+    match (lf, crlf) {
+        (Some(i), _) => End::Found {
+            text: from + i + 1,
+            total: from + i + 2,
+        },
+        (None, Some(i)) => End::Found {
+            text: from + i + 1,
+            total: from + i + 3,
+        },
+        // The marker may straddle the end of what has arrived: resume two bytes back.
+        (None, None) => End::NotYet(buf.len().saturating_sub(2).max(from)),
     }
-    End::NotYet(buf.len())
 }
 
-fn to_text(bytes: &[u8]) -> String {
-    // Values are raw bytes (ami.md §1.3); invalid UTF-8 is kept readable, not rejected.
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
+/// The frame as text, sharing its bytes. Values are raw bytes (ami.md §1.3); invalid UTF-8 is
+/// kept readable (one lossy copy), not rejected.
+fn to_text(bytes: Bytes) -> ByteString {
+    ByteString::try_from(bytes.clone())
+        .unwrap_or_else(|_| ByteString::from(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 impl AmiCodec {
@@ -150,7 +151,7 @@ impl AmiCodec {
         if memchr::memchr(b':', line).is_some() && !line.starts_with(b"Asterisk Call Manager/") {
             return None; // no banner: the stream starts with a message
         }
-        let banner = to_text(line);
+        let banner = String::from_utf8_lossy(line).into_owned();
         let _ = buf.split_to(nl + 1);
         Some(Frame::Banner(banner))
     }
@@ -198,11 +199,12 @@ impl Decoder for AmiCodec {
         match find_end(buf, self.next_index) {
             End::Found { text, total } => {
                 self.next_index = 0;
-                let frame = buf.split_to(total);
+                let mut frame = buf.split_to(total);
                 if total > self.max_frame {
                     return Ok(Some(Frame::Skipped(Skip::Oversized { len: total })));
                 }
-                Ok(Some(match parse::message(to_text(&frame[..text])) {
+                frame.truncate(text);
+                Ok(Some(match parse::message(to_text(frame.freeze())) {
                     Ok(message) => Frame::Message(message),
                     Err(_) => Frame::Skipped(Skip::Malformed { len: total }),
                 }))

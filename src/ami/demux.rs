@@ -75,6 +75,8 @@ impl Demux {
                     }
                 }
             }
+            // No list open: no event can belong to one (and the ActionID scan is skipped).
+            Kind::Event(_) if self.open.is_empty() => Routed::Event(msg),
             Kind::Event(_) => {
                 let Some(id) = msg.action_id() else {
                     return Routed::Event(msg);

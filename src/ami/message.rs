@@ -1,11 +1,14 @@
 //! One AMI message: the ordered multimap of `Key: value` headers (ami.md §1.3).
 //!
-//! A message owns its text once and keeps byte ranges into it, so decoding a frame costs one
-//! copy and one small vector, and reading a header allocates nothing. Repeated keys
-//! (`Output`, `ChanVariable`, `Variable`) are kept in wire order.
+//! A message shares the bytes of its frame with the read buffer (a [`ByteString`], checked as
+//! UTF-8 once) and keeps byte ranges into them, so decoding a frame copies nothing but one small
+//! vector of ranges, and reading a header allocates nothing. Repeated keys (`Output`,
+//! `ChanVariable`, `Variable`) are kept in wire order.
 
 use std::fmt;
 use std::ops::Range;
+
+use bytestring::ByteString;
 
 /// Byte ranges of one header inside [`Message::text`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +30,7 @@ impl Field {
 /// An AMI message (action, response or event) as an ordered list of headers.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Message {
-    text: String,
+    text: ByteString,
     fields: Vec<Field>,
 }
 
@@ -63,15 +66,19 @@ impl Message {
     }
 
     /// Appends a header. The stored text is the wire form (`key: value\r\n`).
+    /// Messages built this way are actions of a few headers; each push copies the text once.
     pub fn push(&mut self, key: &str, value: &str) {
-        let key_start = self.text.len();
-        self.text.push_str(key);
-        let key_end = self.text.len();
-        self.text.push_str(": ");
-        let value_start = self.text.len();
-        self.text.push_str(value);
-        let value_end = self.text.len();
-        self.text.push_str("\r\n");
+        let mut text = String::with_capacity(self.text.len() + key.len() + value.len() + 4);
+        text.push_str(&self.text);
+        let key_start = text.len();
+        text.push_str(key);
+        let key_end = text.len();
+        text.push_str(": ");
+        let value_start = text.len();
+        text.push_str(value);
+        let value_end = text.len();
+        text.push_str("\r\n");
+        self.text = ByteString::from(text);
         self.fields.push(Field {
             key: offset(key_start)..offset(key_end),
             value: offset(value_start)..offset(value_end),
@@ -79,7 +86,7 @@ impl Message {
     }
 
     /// Builds a message over `text` from header ranges found by the parser.
-    pub(crate) fn from_parts(text: String, fields: Vec<Field>) -> Self {
+    pub(crate) fn from_parts(text: ByteString, fields: Vec<Field>) -> Self {
         Self { text, fields }
     }
 
@@ -110,16 +117,28 @@ impl Message {
     /// The first value of `key`, compared ASCII case-insensitively as Asterisk does
     /// (`__astman_get_header`).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.headers()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|f| self.key_is(f, key))
+            .map(|f| self.slice(&f.value))
     }
 
     /// Every value of `key`, in wire order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers()
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
+        self.fields
+            .iter()
+            .filter(move |f| self.key_is(f, key))
+            .map(|f| self.slice(&f.value))
+    }
+
+    /// Compares a header's key, lengths first: most keys differ in length from the one sought.
+    fn key_is(&self, f: &Field, key: &str) -> bool {
+        (f.key.end - f.key.start) as usize == key.len()
+            && self
+                .text
+                .as_bytes()
+                .get(f.key.start as usize..f.key.end as usize)
+                .is_some_and(|k| k.eq_ignore_ascii_case(key.as_bytes()))
     }
 
     /// The first header, which decides the message's kind.
