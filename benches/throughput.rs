@@ -5,7 +5,8 @@
 //! 2. the live path: a loopback TCP AMI server streams the same messages to the real client
 //!    task, which forwards them to a folding consumer; we count what arrived (zero lost).
 //!
-//! Set `QB_BENCH_MESSAGES` to change the count.
+//! Set `QB_BENCH_MESSAGES` to change the count, `QB_BENCH_DUMP=FILE` to only write the stream
+//! to FILE (then profile `queuebridge replay FILE`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,6 +281,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let (bytes, count) = generate(messages);
+    if let Ok(path) = std::env::var("QB_BENCH_DUMP") {
+        // For profiling the same stream with `queuebridge replay FILE`.
+        std::fs::write(&path, &bytes).expect("write QB_BENCH_DUMP");
+        println!("stream written to {path}");
+        return;
+    }
     println!(
         "stream: {count} messages, {:.1} MiB",
         bytes.len() as f64 / 1048576.0

@@ -68,6 +68,51 @@ fn member_from(f: &MemberFields<'_>) -> Member {
     }
 }
 
+/// Folds a member event into the member we know, in place; true when anything changed.
+fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
+    fn set<T: PartialEq>(slot: &mut T, value: T) -> bool {
+        let changed = *slot != value;
+        if changed {
+            *slot = value;
+        }
+        changed
+    }
+    fn set_str(slot: &mut String, value: &str) -> bool {
+        let changed = slot != value;
+        if changed {
+            slot.clear();
+            slot.push_str(value);
+        }
+        changed
+    }
+    // Call counters only grow between snapshots; an event queued before a snapshot must not
+    // take back what the snapshot already counted (ami.md §1.14). Ringinuse is absent from
+    // some events: keep what we know.
+    let (calls_taken, last_call) = (
+        f.calls_taken.max(m.calls_taken),
+        f.last_call.max(m.last_call),
+    );
+    let ring_in_use = f.ring_in_use.or(m.ring_in_use);
+    let changes = [
+        set_str(&mut m.name, f.name),
+        set_str(&mut m.state_interface, f.state_interface),
+        set_str(&mut m.membership, f.membership),
+        set(&mut m.penalty, f.penalty),
+        set(&mut m.calls_taken, calls_taken),
+        set(&mut m.last_call, last_call),
+        set(&mut m.last_pause, f.last_pause),
+        set(&mut m.login_time, f.login_time),
+        set(&mut m.in_call, f.in_call),
+        set(&mut m.status, f.status),
+        set(&mut m.status_name, status_name(f.status)),
+        set(&mut m.paused, f.paused),
+        set_str(&mut m.paused_reason, f.paused_reason),
+        set(&mut m.wrapup_time, f.wrapup_time),
+        set(&mut m.ring_in_use, ring_in_use),
+    ];
+    changes.contains(&true)
+}
+
 fn stats_from(p: &ParamsFields<'_>) -> QueueStats {
     QueueStats {
         strategy: p.strategy.to_owned(),
@@ -115,11 +160,8 @@ impl Fold<'_> {
 
     /// The queue, created (with its stable id) the first time anything mentions it.
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
-        let exists = state
-            .servers
-            .get(&**self.server)
-            .is_some_and(|s| s.queues.contains_key(name));
-        if !exists {
+        let server = state.server_mut(self.server);
+        if !server.queues.contains_key(name) {
             let id = state.ids.get_or_assign(self.server, name);
             let queue = Queue {
                 server: self.server.clone(),
@@ -130,21 +172,19 @@ impl Fold<'_> {
                 callers: Vec::new(),
                 connected_calls: Vec::new(),
             };
-            state
-                .server_mut(self.server)
-                .queues
-                .insert(name.to_owned(), queue);
             self.push(ChangeKind::QueueUpdated {
                 queue: name.to_owned(),
                 queue_id: id,
                 stats: QueueStats::default(),
             });
+            let server = state.server_mut(self.server);
+            return server.queues.entry(name.to_owned()).or_insert(queue);
         }
         state
             .server_mut(self.server)
             .queues
             .get_mut(name)
-            .unwrap_or_else(|| unreachable!("queue {name} was just inserted"))
+            .unwrap_or_else(|| unreachable!("queue {name} was checked above"))
     }
 
     fn link(&mut self, state: &mut State, change: &LinkChange) {
@@ -208,22 +248,22 @@ impl Fold<'_> {
     }
 
     fn member_event(&mut self, state: &mut State, f: &MemberFields<'_>) {
-        let queue_name = f.queue.to_owned();
         let q = self.queue(state, f.queue);
-        let mut member = member_from(f);
-        if let Some(old) = q.members.get(f.interface) {
-            // Call counters only grow between snapshots; an event queued before a snapshot
-            // must not take back what the snapshot already counted (ami.md §1.14).
-            member.calls_taken = member.calls_taken.max(old.calls_taken);
-            member.last_call = member.last_call.max(old.last_call);
-            member.ring_in_use = member.ring_in_use.or(old.ring_in_use);
-            if *old == member {
-                return;
+        let member = match q.members.get_mut(f.interface) {
+            Some(old) => {
+                if !merge_member(old, f) {
+                    return;
+                }
+                old.clone()
             }
-        }
-        q.members.insert(member.interface.clone(), member.clone());
+            None => {
+                let member = member_from(f);
+                q.members.insert(member.interface.clone(), member.clone());
+                member
+            }
+        };
         self.push(ChangeKind::MemberUpdated {
-            queue: queue_name,
+            queue: f.queue.to_owned(),
             member,
         });
     }
