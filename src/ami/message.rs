@@ -4,6 +4,10 @@
 //! UTF-8 once) and keeps byte ranges into them, so decoding a frame copies nothing but one small
 //! vector of ranges, and reading a header allocates nothing. Repeated keys (`Output`,
 //! `ChanVariable`, `Variable`) are kept in wire order.
+//!
+//! Sharing means a message keeps the read-buffer chunk it came from alive. Messages are folded
+//! and dropped at once, and every queue that holds them is bounded (the state task's input
+//! queue, a reply's list items), so the memory held this way is bounded too.
 
 use std::fmt;
 use std::ops::Range;

@@ -118,7 +118,7 @@ async fn one_queue(
 ) -> Result<Json<Queue>, ApiError> {
     let found: Vec<Queue> = app
         .hub
-        .read(|s| s.queues().filter(|q| q.name == name).cloned().collect());
+        .read(|s| s.queues().filter(|q| *q.name == *name).cloned().collect());
     match found.len() {
         0 => Err(ApiError::NotFound(format!("no queue named {name:?}"))),
         1 => Ok(Json(

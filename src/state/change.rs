@@ -28,24 +28,24 @@ pub enum ChangeKind {
     Link(Link),
     /// A queue appeared or its parameters and statistics changed.
     QueueUpdated {
-        queue: String,
+        queue: Arc<str>,
         queue_id: u64,
         #[serde(flatten)]
         stats: QueueStats,
     },
     /// A queue is gone (removed from queues.conf, or app_queue unloaded).
-    QueueRemoved { queue: String, queue_id: u64 },
+    QueueRemoved { queue: Arc<str>, queue_id: u64 },
     /// A member was added or any of its fields changed.
-    MemberUpdated { queue: String, member: Member },
+    MemberUpdated { queue: Arc<str>, member: Member },
     /// A member left the queue.
-    MemberRemoved { queue: String, interface: String },
+    MemberRemoved { queue: Arc<str>, interface: String },
     /// A caller joined at `caller.position`.
-    CallerJoined { queue: String, caller: Caller },
+    CallerJoined { queue: Arc<str>, caller: Caller },
     /// A waiting caller's details changed (priority or order, seen in QueueStatus).
-    CallerUpdated { queue: String, caller: Caller },
+    CallerUpdated { queue: Arc<str>, caller: Caller },
     /// A caller left the waiting list (answered, abandoned, timed out or withdrawn).
     CallerLeft {
-        queue: String,
+        queue: Arc<str>,
         uniqueid: String,
         position: i64,
         /// QueueCallerAbandon preceded the leave: hung up, timed out or withdrawn.
@@ -53,23 +53,26 @@ pub enum ChangeKind {
     },
     /// A member is being rung for a caller (AgentCalled).
     AgentCalled {
-        queue: String,
+        queue: Arc<str>,
         interface: String,
         uniqueid: String,
     },
     /// A member did not answer (AgentRingNoAnswer); `ring_time_ms` as Asterisk reports it.
     AgentRingNoAnswer {
-        queue: String,
+        queue: Arc<str>,
         interface: String,
         uniqueid: String,
         ring_time_ms: i64,
     },
     /// A member answered a caller (AgentConnect).
-    CallConnected { queue: String, call: ConnectedCall },
+    CallConnected {
+        queue: Arc<str>,
+        call: ConnectedCall,
+    },
     /// The connected call ended (AgentComplete), or the agent dropped before the bridge
     /// (AgentDump, reason `dump`).
     CallCompleted {
-        queue: String,
+        queue: Arc<str>,
         uniqueid: String,
         interface: String,
         hold_time: i64,

@@ -165,7 +165,7 @@ impl Fold<'_> {
             let id = state.ids.get_or_assign(self.server, name);
             let queue = Queue {
                 server: self.server.clone(),
-                name: name.to_owned(),
+                name: Arc::from(name),
                 id,
                 stats: QueueStats::default(),
                 members: BTreeMap::new(),
@@ -173,7 +173,7 @@ impl Fold<'_> {
                 connected_calls: Vec::new(),
             };
             self.push(ChangeKind::QueueUpdated {
-                queue: name.to_owned(),
+                queue: queue.name.clone(),
                 queue_id: id,
                 stats: QueueStats::default(),
             });
@@ -227,17 +227,23 @@ impl Fold<'_> {
                     c.abandoned = true;
                 }
             }
-            Event::AgentCalled(a) => self.push(ChangeKind::AgentCalled {
-                queue: a.caller.queue.to_owned(),
-                interface: a.interface.to_owned(),
-                uniqueid: a.caller.uniqueid.to_owned(),
-            }),
-            Event::AgentRingNoAnswer(a) => self.push(ChangeKind::AgentRingNoAnswer {
-                queue: a.caller.queue.to_owned(),
-                interface: a.interface.to_owned(),
-                uniqueid: a.caller.uniqueid.to_owned(),
-                ring_time_ms: a.ring_time,
-            }),
+            Event::AgentCalled(a) => {
+                let queue = self.queue(state, a.caller.queue).name.clone();
+                self.push(ChangeKind::AgentCalled {
+                    queue,
+                    interface: a.interface.to_owned(),
+                    uniqueid: a.caller.uniqueid.to_owned(),
+                })
+            }
+            Event::AgentRingNoAnswer(a) => {
+                let queue = self.queue(state, a.caller.queue).name.clone();
+                self.push(ChangeKind::AgentRingNoAnswer {
+                    queue,
+                    interface: a.interface.to_owned(),
+                    uniqueid: a.caller.uniqueid.to_owned(),
+                    ring_time_ms: a.ring_time,
+                })
+            }
             Event::AgentConnect(a) => self.agent_connect(state, a),
             Event::AgentComplete(a) => self.agent_done(state, a, a.reason),
             Event::AgentDump(a) => self.agent_done(state, a, "dump"),
@@ -249,6 +255,7 @@ impl Fold<'_> {
 
     fn member_event(&mut self, state: &mut State, f: &MemberFields<'_>) {
         let q = self.queue(state, f.queue);
+        let queue = q.name.clone();
         let member = match q.members.get_mut(f.interface) {
             Some(old) => {
                 if !merge_member(old, f) {
@@ -262,17 +269,14 @@ impl Fold<'_> {
                 member
             }
         };
-        self.push(ChangeKind::MemberUpdated {
-            queue: f.queue.to_owned(),
-            member,
-        });
+        self.push(ChangeKind::MemberUpdated { queue, member });
     }
 
     fn member_removed(&mut self, state: &mut State, queue: &str, interface: &str) {
         let q = self.queue(state, queue);
         if q.members.remove(interface).is_some() {
             self.push(ChangeKind::MemberRemoved {
-                queue: queue.to_owned(),
+                queue: q.name.clone(),
                 interface: interface.to_owned(),
             });
         }
@@ -298,7 +302,7 @@ impl Fold<'_> {
         q.stats.calls = q.callers.len() as i64;
         let caller = q.callers[index].clone();
         self.push(ChangeKind::CallerJoined {
-            queue: c.queue.to_owned(),
+            queue: q.name.clone(),
             caller,
         });
     }
@@ -312,7 +316,7 @@ impl Fold<'_> {
         renumber(&mut q.callers);
         q.stats.calls = q.callers.len() as i64;
         self.push(ChangeKind::CallerLeft {
-            queue: c.queue.to_owned(),
+            queue: q.name.clone(),
             uniqueid: old.uniqueid,
             position: old.position,
             abandoned: old.abandoned,
@@ -326,7 +330,7 @@ impl Fold<'_> {
                 m.in_call = in_call;
                 let member = m.clone();
                 self.push(ChangeKind::MemberUpdated {
-                    queue: queue.to_owned(),
+                    queue: q.name.clone(),
                     member,
                 });
             }
@@ -347,18 +351,17 @@ impl Fold<'_> {
             connected_at: self.at_secs,
         };
         let q = self.queue(state, a.caller.queue);
+        let queue = q.name.clone();
         q.connected_calls.retain(|c| c.uniqueid != call.uniqueid);
         q.connected_calls.push(call.clone());
         // InCall becomes 1 at bridge time without an event of its own (ami.md §2.5).
         self.set_in_call(state, a.caller.queue, a.interface, true);
-        self.push(ChangeKind::CallConnected {
-            queue: a.caller.queue.to_owned(),
-            call,
-        });
+        self.push(ChangeKind::CallConnected { queue, call });
     }
 
     fn agent_done(&mut self, state: &mut State, a: &AgentFields<'_>, reason: &str) {
         let q = self.queue(state, a.caller.queue);
+        let queue = q.name.clone();
         q.connected_calls
             .retain(|c| c.uniqueid != a.caller.uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
@@ -366,7 +369,7 @@ impl Fold<'_> {
         // them when this event raced a snapshot).
         self.set_in_call(state, a.caller.queue, a.interface, false);
         self.push(ChangeKind::CallCompleted {
-            queue: a.caller.queue.to_owned(),
+            queue,
             uniqueid: a.caller.uniqueid.to_owned(),
             interface: a.interface.to_owned(),
             hold_time: a.hold_time,
@@ -430,7 +433,7 @@ impl Fold<'_> {
     fn remove_queue(&mut self, state: &mut State, name: &str) {
         if let Some(q) = state.server_mut(self.server).queues.remove(name) {
             self.push(ChangeKind::QueueRemoved {
-                queue: name.to_owned(),
+                queue: q.name,
                 queue_id: q.id,
             });
         }
@@ -446,6 +449,7 @@ impl Fold<'_> {
         let at = self.at_secs;
         let name = p.queue;
         let q = self.queue(state, name);
+        let queue = q.name.clone();
         let mut changes = Vec::new();
 
         if let Some(members) = members {
@@ -459,7 +463,7 @@ impl Fold<'_> {
             for interface in gone {
                 q.members.remove(&interface);
                 changes.push(ChangeKind::MemberRemoved {
-                    queue: name.to_owned(),
+                    queue: queue.clone(),
                     interface,
                 });
             }
@@ -471,7 +475,7 @@ impl Fold<'_> {
                 if old != Some(&member) {
                     q.members.insert(member.interface.clone(), member.clone());
                     changes.push(ChangeKind::MemberUpdated {
-                        queue: name.to_owned(),
+                        queue: queue.clone(),
                         member,
                     });
                 }
@@ -506,7 +510,7 @@ impl Fold<'_> {
         for old in &q.callers {
             if !callers.iter().any(|c| c.uniqueid == old.uniqueid) {
                 changes.push(ChangeKind::CallerLeft {
-                    queue: name.to_owned(),
+                    queue: queue.clone(),
                     uniqueid: old.uniqueid.clone(),
                     position: old.position,
                     abandoned: old.abandoned,
@@ -516,11 +520,11 @@ impl Fold<'_> {
         for c in &callers {
             match q.callers.iter().find(|o| o.uniqueid == c.uniqueid) {
                 None => changes.push(ChangeKind::CallerJoined {
-                    queue: name.to_owned(),
+                    queue: queue.clone(),
                     caller: c.clone(),
                 }),
                 Some(old) if old != c => changes.push(ChangeKind::CallerUpdated {
-                    queue: name.to_owned(),
+                    queue: queue.clone(),
                     caller: c.clone(),
                 }),
                 Some(_) => {}
@@ -533,7 +537,7 @@ impl Fold<'_> {
         if q.stats != stats {
             q.stats = stats.clone();
             changes.push(ChangeKind::QueueUpdated {
-                queue: name.to_owned(),
+                queue: queue.clone(),
                 queue_id: q.id,
                 stats,
             });

@@ -70,7 +70,7 @@ pub struct QueueStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct Queue {
     pub server: Arc<str>,
-    pub name: String,
+    pub name: Arc<str>,
     /// Stable numeric id, the same across restarts.
     pub id: u64,
     #[serde(flatten)]
