@@ -287,9 +287,10 @@ impl Fold<'_> {
         let q = self.queue(state, c.queue);
         let mut caller = caller_from(c);
         caller.entered = at;
-        if let Some(i) = q.callers.iter().position(|x| x.uniqueid == c.uniqueid) {
+        let known = q.callers.iter().position(|x| x.uniqueid == c.uniqueid);
+        let old = known.map(|i| q.callers.remove(i));
+        if let Some(old) = &old {
             // Already known (from a snapshot that raced this event): keep what only we know.
-            let old = q.callers.remove(i);
             caller.entered = old.entered;
             caller.priority = old.priority;
             caller.abandoned = old.abandoned;
@@ -300,11 +301,19 @@ impl Fold<'_> {
         q.callers.insert(index, caller);
         renumber(&mut q.callers);
         q.stats.calls = q.callers.len() as i64;
-        let caller = q.callers[index].clone();
-        self.push(ChangeKind::CallerJoined {
-            queue: q.name.clone(),
-            caller,
-        });
+        let caller = &q.callers[index];
+        let kind = match old {
+            None => ChangeKind::CallerJoined {
+                queue: q.name.clone(),
+                caller: caller.clone(),
+            },
+            Some(old) if old == *caller => return,
+            Some(_) => ChangeKind::CallerUpdated {
+                queue: q.name.clone(),
+                caller: caller.clone(),
+            },
+        };
+        self.push(kind);
     }
 
     fn caller_leave(&mut self, state: &mut State, c: &CallerFields<'_>) {

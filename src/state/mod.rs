@@ -15,6 +15,8 @@ mod change;
 mod fold;
 pub mod ids;
 mod model;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -1,0 +1,489 @@
+//! The fold as a pure function: inputs built by hand, changes and state checked exactly.
+//!
+//! The end-to-end tests prove the fold against a real Asterisk; these pin down each rule of
+//! [`apply`] on its own — positions, races with snapshots, scopes, counters that never go back.
+
+use std::sync::Arc;
+
+use super::{apply, ChangeKind, Input, LinkChange, QueueIds, QueueStatus, Scope, State, What};
+use crate::ami::Message;
+
+const SERVER: &str = "pbx1";
+
+fn state() -> State {
+    State::new([SERVER], QueueIds::default())
+}
+
+fn input(at_ms: u64, what: What) -> Input {
+    Input {
+        server: Arc::from(SERVER),
+        at_ms,
+        what,
+    }
+}
+
+fn message(headers: &[(&str, &str)]) -> Message {
+    headers
+        .iter()
+        .fold(Message::new(), |m, (k, v)| m.with(k, v))
+}
+
+fn event(st: &mut State, at_ms: u64, headers: &[(&str, &str)]) -> Vec<ChangeKind> {
+    let changes = apply(st, &input(at_ms, What::Event(message(headers))));
+    changes.into_iter().map(|c| c.kind).collect()
+}
+
+fn join(st: &mut State, queue: &str, uniqueid: &str, position: &str) -> Vec<ChangeKind> {
+    event(
+        st,
+        10_000,
+        &[
+            ("Event", "QueueCallerJoin"),
+            ("Queue", queue),
+            ("Channel", &format!("Local/{uniqueid}@callers-0001;2")),
+            ("Uniqueid", uniqueid),
+            ("Linkedid", uniqueid),
+            ("CallerIDNum", "<unknown>"),
+            ("CallerIDName", "Alice"),
+            ("Position", position),
+        ],
+    )
+}
+
+fn leave(st: &mut State, queue: &str, uniqueid: &str) -> Vec<ChangeKind> {
+    event(
+        st,
+        20_000,
+        &[
+            ("Event", "QueueCallerLeave"),
+            ("Queue", queue),
+            ("Uniqueid", uniqueid),
+        ],
+    )
+}
+
+fn member(queue: &str, interface: &str, status: &str, calls: &str) -> Vec<(String, String)> {
+    [
+        ("Queue", queue),
+        ("MemberName", "Agent"),
+        ("Interface", interface),
+        ("StateInterface", "Custom:agent"),
+        ("Membership", "dynamic"),
+        ("Penalty", "0"),
+        ("CallsTaken", calls),
+        ("LastCall", "0"),
+        ("LastPause", "0"),
+        ("LoginTime", "1763700000"),
+        ("InCall", "0"),
+        ("Status", status),
+        ("Paused", "0"),
+        ("PausedReason", ""),
+        ("Wrapuptime", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+fn member_event(st: &mut State, name: &str, fields: &[(String, String)]) -> Vec<ChangeKind> {
+    let mut headers = vec![("Event", name)];
+    headers.extend(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    event(st, 10_000, &headers)
+}
+
+fn params(queue: &str, calls: &str) -> Message {
+    message(&[
+        ("Event", "QueueParams"),
+        ("Queue", queue),
+        ("Max", "0"),
+        ("Strategy", "ringall"),
+        ("Calls", calls),
+        ("Holdtime", "0"),
+        ("TalkTime", "0"),
+        ("Completed", "0"),
+        ("Abandoned", "0"),
+        ("ServiceLevel", "60"),
+        ("ServicelevelPerf", "0.0"),
+        ("ServicelevelPerf2", "0.0"),
+        ("Weight", "0"),
+    ])
+}
+
+fn list_member(fields: &[(String, String)]) -> Message {
+    let mut m = Message::new().with("Event", "QueueMember");
+    for (k, v) in fields {
+        let k = match k.as_str() {
+            "Interface" => "Location",
+            "MemberName" => "Name",
+            k => k,
+        };
+        m.push(k, v);
+    }
+    m
+}
+
+fn entry(queue: &str, uniqueid: &str, position: &str, wait: &str) -> Message {
+    message(&[
+        ("Event", "QueueEntry"),
+        ("Queue", queue),
+        ("Position", position),
+        ("Channel", &format!("Local/{uniqueid}@callers-0001;2")),
+        ("Uniqueid", uniqueid),
+        ("CallerIDNum", "unknown"),
+        ("CallerIDName", "Alice"),
+        ("Wait", wait),
+        ("Priority", "5"),
+    ])
+}
+
+fn snapshot(st: &mut State, at_ms: u64, scope: Scope, items: Vec<Message>) -> Vec<ChangeKind> {
+    let what = What::Snapshot(QueueStatus { scope, items });
+    apply(st, &input(at_ms, what))
+        .into_iter()
+        .map(|c| c.kind)
+        .collect()
+}
+
+fn positions(st: &State, queue: &str) -> Vec<(String, i64)> {
+    st.queue(SERVER, queue)
+        .map(|q| {
+            q.callers
+                .iter()
+                .map(|c| (c.uniqueid.clone(), c.position))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn uid(s: &str) -> String {
+    s.to_owned()
+}
+
+#[test]
+fn callers_are_placed_at_their_position_and_move_up_as_others_leave() {
+    let mut st = state();
+    let first = join(&mut st, "sales", "1.1", "1");
+    // The first mention of a queue creates it, then the caller joins.
+    assert!(matches!(&first[0], ChangeKind::QueueUpdated { queue, .. } if &**queue == "sales"));
+    assert!(matches!(&first[1], ChangeKind::CallerJoined { caller, .. }
+        if caller.position == 1 && caller.entered == 10 && caller.caller_id_num.is_empty()));
+    join(&mut st, "sales", "1.2", "2");
+    join(&mut st, "sales", "1.3", "3");
+    // A higher priority caller is placed ahead by Asterisk: position 1.
+    join(&mut st, "sales", "1.4", "1");
+    assert_eq!(
+        positions(&st, "sales"),
+        [
+            (uid("1.4"), 1),
+            (uid("1.1"), 2),
+            (uid("1.2"), 3),
+            (uid("1.3"), 4)
+        ]
+    );
+    let left = leave(&mut st, "sales", "1.1");
+    assert!(matches!(
+        &left[..],
+        [ChangeKind::CallerLeft {
+            position: 2,
+            abandoned: false,
+            ..
+        }]
+    ));
+    // Asterisk does not re-announce positions: everyone behind moved up by one.
+    assert_eq!(
+        positions(&st, "sales"),
+        [(uid("1.4"), 1), (uid("1.2"), 2), (uid("1.3"), 3)]
+    );
+    assert_eq!(st.queue(SERVER, "sales").map(|q| q.stats.calls), Some(3));
+}
+
+#[test]
+fn a_position_past_the_end_appends_and_an_unknown_leave_changes_nothing() {
+    let mut st = state();
+    join(&mut st, "sales", "1.1", "7");
+    assert_eq!(positions(&st, "sales"), [(uid("1.1"), 1)]);
+    assert!(leave(&mut st, "sales", "9.9").is_empty());
+}
+
+#[test]
+fn abandon_marks_the_caller_and_its_leave_says_so() {
+    let mut st = state();
+    join(&mut st, "sales", "1.1", "1");
+    let abandon = event(
+        &mut st,
+        15_000,
+        &[
+            ("Event", "QueueCallerAbandon"),
+            ("Queue", "sales"),
+            ("Uniqueid", "1.1"),
+            ("Position", "1"),
+            ("OriginalPosition", "1"),
+            ("HoldTime", "5"),
+        ],
+    );
+    assert!(
+        abandon.is_empty(),
+        "abandon alone publishes nothing: the leave follows"
+    );
+    let left = leave(&mut st, "sales", "1.1");
+    assert!(matches!(
+        &left[..],
+        [ChangeKind::CallerLeft {
+            abandoned: true,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_repeated_member_event_changes_nothing() {
+    let mut st = state();
+    let m = member("sales", "Local/agent1@agents", "1", "0");
+    let first = member_event(&mut st, "QueueMemberAdded", &m);
+    assert!(
+        matches!(&first[..], [ChangeKind::QueueUpdated { .. }, ChangeKind::MemberUpdated { member, .. }]
+        if member.status_name == "Not in use" && member.membership == "dynamic")
+    );
+    assert!(member_event(&mut st, "QueueMemberStatus", &m).is_empty());
+    let ringing = member("sales", "Local/agent1@agents", "6", "0");
+    let changed = member_event(&mut st, "QueueMemberStatus", &ringing);
+    assert!(
+        matches!(&changed[..], [ChangeKind::MemberUpdated { member, .. }]
+        if member.status == 6 && member.status_name == "Ringing")
+    );
+}
+
+#[test]
+fn an_event_older_than_the_snapshot_never_takes_back_a_call_count() {
+    let mut st = state();
+    let counted = member("sales", "Local/agent1@agents", "1", "3");
+    snapshot(
+        &mut st,
+        10_000,
+        Scope::All,
+        vec![params("sales", "0"), list_member(&counted)],
+    );
+    // Queued before the snapshot: CallsTaken 2 — the snapshot's 3 stays.
+    let stale = member("sales", "Local/agent1@agents", "2", "2");
+    member_event(&mut st, "QueueMemberStatus", &stale);
+    let m = st
+        .queue(SERVER, "sales")
+        .and_then(|q| q.members.get("Local/agent1@agents"));
+    assert_eq!(m.map(|m| (m.calls_taken, m.status)), Some((3, 2)));
+}
+
+#[test]
+fn removing_a_member_publishes_once() {
+    let mut st = state();
+    member_event(
+        &mut st,
+        "QueueMemberAdded",
+        &member("sales", "Local/agent1@agents", "1", "0"),
+    );
+    let removed = member_event(
+        &mut st,
+        "QueueMemberRemoved",
+        &member("sales", "Local/agent1@agents", "1", "0"),
+    );
+    assert!(
+        matches!(&removed[..], [ChangeKind::MemberRemoved { interface, .. }]
+        if interface == "Local/agent1@agents")
+    );
+    let again = member_event(
+        &mut st,
+        "QueueMemberRemoved",
+        &member("sales", "Local/agent1@agents", "1", "0"),
+    );
+    assert!(again.is_empty());
+}
+
+#[test]
+fn connect_links_caller_and_member_until_complete() {
+    let mut st = state();
+    member_event(
+        &mut st,
+        "QueueMemberAdded",
+        &member("sales", "Local/agent1@agents", "1", "0"),
+    );
+    let agent = |name: &'static str| {
+        vec![
+            ("Event", name),
+            ("Queue", "sales"),
+            ("Uniqueid", "1.1"),
+            ("Channel", "Local/alice@callers-0001;2"),
+            ("CallerIDNum", "100"),
+            ("Interface", "Local/agent1@agents"),
+            ("MemberName", "Agent"),
+            ("HoldTime", "4"),
+            ("RingTime", "2"),
+            ("TalkTime", "30"),
+            ("Reason", "caller"),
+        ]
+    };
+    let connected = event(&mut st, 30_000, &agent("AgentConnect"));
+    assert!(matches!(&connected[..], [
+        ChangeKind::MemberUpdated { member, .. },
+        ChangeKind::CallConnected { call, .. },
+    ] if member.in_call && call.interface == "Local/agent1@agents" && call.connected_at == 30));
+    let q = st.queue(SERVER, "sales");
+    assert_eq!(q.map(|q| q.connected_calls.len()), Some(1));
+
+    let done = event(&mut st, 60_000, &agent("AgentComplete"));
+    assert!(matches!(&done[..], [
+        ChangeKind::MemberUpdated { member, .. },
+        ChangeKind::CallCompleted { reason, talk_time: 30, .. },
+    ] if !member.in_call && reason == "caller"));
+    let q = st.queue(SERVER, "sales");
+    assert_eq!(q.map(|q| q.connected_calls.len()), Some(0));
+    // CallsTaken is not guessed: the client's targeted QueueStatus reads it back.
+    let m = q.and_then(|q| q.members.get("Local/agent1@agents"));
+    assert_eq!(m.map(|m| m.calls_taken), Some(0));
+}
+
+#[test]
+fn a_snapshot_racing_a_join_neither_doubles_nor_loses_the_caller() {
+    let mut st = state();
+    join(&mut st, "sales", "1.1", "1");
+    // The snapshot was taken after the join: it lists the caller with a priority.
+    let changes = snapshot(
+        &mut st,
+        12_000,
+        Scope::Queue("sales".into()),
+        vec![params("sales", "1"), entry("sales", "1.1", "1", "2")],
+    );
+    assert!(changes
+        .iter()
+        .all(|c| !matches!(c, ChangeKind::CallerJoined { .. })));
+    let q = st.queue(SERVER, "sales");
+    let callers = q.map(|q| q.callers.clone()).unwrap_or_default();
+    assert_eq!(callers.len(), 1);
+    // What only the event knew (entered, linkedid) is kept; what only QueueStatus tells
+    // (priority) is taken.
+    assert_eq!(
+        (
+            callers[0].entered,
+            callers[0].priority,
+            callers[0].linkedid.as_str()
+        ),
+        (10, 5, "1.1")
+    );
+    // Re-applying the join (it was queued before the snapshot) changes nothing.
+    assert!(join(&mut st, "sales", "1.1", "1").is_empty());
+}
+
+#[test]
+fn a_caller_first_seen_in_a_snapshot_entered_wait_seconds_ago() {
+    let mut st = state();
+    snapshot(
+        &mut st,
+        100_000,
+        Scope::All,
+        vec![params("sales", "1"), entry("sales", "1.1", "1", "30")],
+    );
+    let q = st.queue(SERVER, "sales");
+    assert_eq!(q.map(|q| q.callers[0].entered), Some(70));
+}
+
+#[test]
+fn a_full_snapshot_removes_what_is_gone_and_marks_the_link_synced() {
+    let mut st = state();
+    apply(&mut st, &input(0, What::Link(LinkChange::Up)));
+    join(&mut st, "old", "1.1", "1");
+    member_event(
+        &mut st,
+        "QueueMemberAdded",
+        &member("sales", "Local/agent9@agents", "1", "0"),
+    );
+    let changes = snapshot(
+        &mut st,
+        10_000,
+        Scope::All,
+        vec![
+            params("sales", "0"),
+            list_member(&member("sales", "Local/agent1@agents", "1", "0")),
+        ],
+    );
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, ChangeKind::QueueRemoved { queue, .. } if &**queue == "old")));
+    assert!(changes.iter().any(
+        |c| matches!(c, ChangeKind::MemberRemoved { interface, .. } if interface == "Local/agent9@agents")
+    ));
+    assert!(matches!(changes.last(), Some(ChangeKind::Link(l)) if l.synced && l.connected));
+    assert!(st.all_synced());
+    let members: Vec<String> = st
+        .queue(SERVER, "sales")
+        .map(|q| q.members.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(members, ["Local/agent1@agents"]);
+}
+
+#[test]
+fn a_callers_only_snapshot_keeps_the_members() {
+    let mut st = state();
+    member_event(
+        &mut st,
+        "QueueMemberAdded",
+        &member("sales", "Local/agent1@agents", "1", "0"),
+    );
+    snapshot(
+        &mut st,
+        10_000,
+        Scope::Callers("sales".into()),
+        vec![params("sales", "1"), entry("sales", "1.1", "1", "0")],
+    );
+    let q = st.queue(SERVER, "sales");
+    assert_eq!(q.map(|q| (q.members.len(), q.callers.len())), Some((1, 1)));
+}
+
+#[test]
+fn a_merge_snapshot_removes_nothing_and_does_not_mark_synced() {
+    let mut st = state();
+    apply(&mut st, &input(0, What::Link(LinkChange::Up)));
+    join(&mut st, "support", "1.1", "1");
+    snapshot(&mut st, 10_000, Scope::Merge, vec![params("sales", "0")]);
+    assert!(st.queue(SERVER, "support").is_some());
+    assert!(st.queue(SERVER, "sales").is_some());
+    assert!(!st.all_synced());
+}
+
+#[test]
+fn link_down_is_published_once_and_sequence_numbers_only_grow() {
+    let mut st = state();
+    let mut seqs = Vec::new();
+    for what in [
+        What::Link(LinkChange::Up),
+        What::Link(LinkChange::Down("connection reset".into())),
+        What::Link(LinkChange::Down("connection reset".into())),
+    ] {
+        seqs.extend(apply(&mut st, &input(0, what)).iter().map(|c| c.seq));
+    }
+    assert_eq!(seqs.len(), 2, "the repeated Down changed nothing");
+    join(&mut st, "sales", "1.1", "1");
+    let after = apply(
+        &mut st,
+        &input(
+            0,
+            What::Event(message(&[
+                ("Event", "QueueCallerLeave"),
+                ("Queue", "sales"),
+                ("Uniqueid", "1.1"),
+            ])),
+        ),
+    );
+    seqs.extend(after.iter().map(|c| c.seq));
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(st.seq, *seqs.last().unwrap_or(&0));
+}
+
+#[test]
+fn events_of_other_modules_change_nothing() {
+    let mut st = state();
+    let changes = event(
+        &mut st,
+        0,
+        &[("Event", "Newchannel"), ("Channel", "PJSIP/100-0001")],
+    );
+    assert!(changes.is_empty());
+    assert_eq!(st.seq, 0);
+}
