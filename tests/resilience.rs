@@ -60,6 +60,27 @@ async fn ami_link_cut_then_reconnected_and_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_half_open_link_is_found_by_the_keepalive_and_replaced() {
+    let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
+    let mut events = subscribe(&bridge, None).await;
+    proxy.stall();
+    // Nothing closes: only the unanswered Ping (every 1 s, 3 s timeout in the tests' config)
+    // can tell that the link is dead.
+    driver.devstate("agent3", "RINGING").await;
+    let down = expect_change(&mut events, "link", 15, |c| c["connected"] == false).await;
+    assert!(
+        down.data["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Ping unanswered")),
+        "{:?}",
+        down.data
+    );
+    expect_change(&mut events, "link", 15, |c| c["synced"] == true).await;
+    let q = bridge.assert_exact(&mut driver, "pbx1", "support").await;
+    assert_eq!(q["members"][0]["status"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_and_oversized_frames_are_skipped_without_dropping_the_link() {
     let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
     let mut events = subscribe(&bridge, None).await;

@@ -1,5 +1,6 @@
-//! A loopback TCP proxy between queuebridge and Asterisk that a test can cut, or use to inject
-//! bytes into the server-to-client direction (malformed and oversized AMI frames).
+//! A loopback TCP proxy between queuebridge and Asterisk that a test can cut, stall (a half-open
+//! link: nothing flows, nothing closes), or use to inject bytes into the server-to-client
+//! direction (malformed and oversized AMI frames).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tokio::sync::{broadcast, Mutex};
 pub struct Proxy {
     pub port: u16,
     cut: broadcast::Sender<()>,
+    stall: broadcast::Sender<()>,
     inject: Arc<Mutex<Vec<u8>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -19,14 +21,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let (cut, _) = broadcast::channel(4);
+        let (stall, _) = broadcast::channel(4);
         let inject = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, inject2) = (cut.clone(), inject.clone());
+        let (cut2, stall2, inject2) = (cut.clone(), stall.clone(), inject.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
                 let mut stop = cut2.subscribe();
+                let mut stalled = stall2.subscribe();
                 let inject = inject2.clone();
                 tokio::spawn(async move {
                     let (mut cr, mut cw) = client.into_split();
@@ -52,14 +56,20 @@ impl Proxy {
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
-                        _ = stop.recv() => {}
+                        _ = stop.recv() => return,
+                        // Stop copying but keep all four halves open until cut or dropped.
+                        _ = stalled.recv() => {
+                            let _ = stop.recv().await;
+                        }
                     }
+                    drop((cr, cw, sr, sw));
                 });
             }
         });
         Proxy {
             port,
             cut,
+            stall,
             inject,
             task,
         }
@@ -68,6 +78,12 @@ impl Proxy {
     /// Drops every open connection (new ones are still accepted).
     pub fn cut(&self) {
         let _ = self.cut.send(());
+    }
+
+    /// Freezes every open connection: no byte passes either way and no socket closes, as when
+    /// a NAT or firewall forgets the flow. New connections pass normally.
+    pub fn stall(&self) {
+        let _ = self.stall.send(());
     }
 
     /// Bytes to write to the client after the next chunk from Asterisk that ends a frame.
