@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::{Directory, PauseReason, UserConfig};
 use crate::ami::client::{Auth, ClientConfig};
 use crate::ami::DEFAULT_MAX_FRAME;
 
@@ -43,6 +44,12 @@ pub struct Config {
     /// Queue ids fixed by the operator.
     #[serde(default)]
     pub queues: Vec<QueueIdConfig>,
+    /// Agents and supervisors.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Reasons an agent may give for a pause.
+    #[serde(default)]
+    pub pause_reasons: Vec<PauseReason>,
 }
 
 /// One `[[ami]]` entry.
@@ -218,7 +225,14 @@ impl Config {
                 ));
             }
         }
+        self.directory().map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
+    }
+
+    /// The users and pause reasons, resolved.
+    pub fn directory(&self) -> Result<Directory, crate::access::DirectoryError> {
+        let servers: Vec<&str> = self.ami.iter().map(|a| a.id.as_str()).collect();
+        Directory::new(&self.users, &self.pause_reasons, &servers)
     }
 }
 
@@ -278,6 +292,15 @@ token = "0123456789abcdef"
         );
         let err = Config::parse(&twice, "t").unwrap_err();
         assert!(err.to_string().contains("ami[1].id"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_user_entry_is_named() {
+        let users = format!(
+            "{GOOD}\n[[users]]\nname = \"tweber\"\npassword_hash = \"x\"\ninterface = \"Local/340@agents/n\"\n"
+        );
+        let err = Config::parse(&users, "t").unwrap_err();
+        assert!(err.to_string().contains("users[0].password_hash"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::access::Access;
 use crate::ami::client::{self, AmiHandle};
+use crate::command::Commands;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::hub::{self, Hub};
@@ -35,6 +37,10 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     /// Action submission, by server id.
     pub ami: BTreeMap<String, AmiHandle>,
+    /// Users, roles and pause reasons; replaced on reload.
+    pub access: Arc<Access>,
+    /// Agent commands for every front end.
+    pub commands: Commands,
 }
 
 /// Starts the AMI clients and the state task; they stop when `shutdown` is cancelled.
@@ -70,7 +76,18 @@ pub fn start(
         ));
         ami.insert(a.id.clone(), handle);
     }
-    Ok(Parts { hub, ami })
+    let access = Access::new(
+        config
+            .directory()
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
+    );
+    let commands = Commands::new(hub.clone(), ami.clone(), access.clone());
+    Ok(Parts {
+        hub,
+        ami,
+        access,
+        commands,
+    })
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
@@ -83,6 +100,7 @@ pub async fn run(
     let parts = start(&config, &tasks, &shutdown)?;
     let app = AppState::new(
         parts.hub.clone(),
+        parts.commands.clone(),
         &config.http.token,
         config.http.max_event_streams,
         shutdown.clone(),

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! * [`config`] — the one configuration file, validated at load;
+//! * [`access`] — users, roles, pause reasons and the one authorization module;
+//! * [`command`] — agent commands (log in/out, pause, penalty) with exactly one outcome each;
 //! * [`ami`] — the AMI wire codec (framing + nom), typed queue events, and the resilient client
 //!   (login, ActionIDs, keepalive, reconnect, resync) — one per Asterisk server;
 //! * [`state`] — the queue model and the pure fold `apply(&mut State, &Input) -> Vec<Change>`;
@@ -15,7 +17,9 @@
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
 //! [`ami::client::AmiHandle`].
 
+pub mod access;
 pub mod ami;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod http;

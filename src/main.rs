@@ -47,6 +47,9 @@ enum Command {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
     },
+    /// Read a password from the first line of standard input and print its argon2id hash, for
+    /// `[[users]] password_hash`.
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,7 +73,20 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             Ok(())
         }
+        Command::HashPassword => hash_password(),
     }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let hash = queuebridge::access::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(())
 }
 
 fn replay(file: &PathBuf, server: &str, max: usize) -> anyhow::Result<()> {

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::command::{Code, CommandError};
+
 /// Every way a request can fail. Client mistakes get 4xx with a reason; nothing internal leaks.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,6 +20,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A command's failure, with its stable code as the `error` field.
+    #[error("{0}")]
+    Command(#[from] CommandError),
 }
 
 impl ApiError {
@@ -28,6 +33,20 @@ impl ApiError {
             ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Command(e) => {
+                let status = match e.code {
+                    Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                    Code::Forbidden => StatusCode::FORBIDDEN,
+                    Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember => {
+                        StatusCode::NOT_FOUND
+                    }
+                    Code::NotDynamic => StatusCode::CONFLICT,
+                    Code::NotConnected | Code::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                    Code::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    Code::Refused => StatusCode::BAD_GATEWAY,
+                };
+                (status, e.code.as_str())
+            }
         }
     }
 }

@@ -4,11 +4,13 @@
 //! * `GET /api/v1/queues` — every server's link and every queue, with members and callers;
 //! * `GET /api/v1/queues/{name}` — one queue (when the name is unique across servers);
 //! * `GET /api/v1/queues/{server}/{name}` — one queue of one server;
-//! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]).
+//! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]);
+//! * agent commands: log in, log out, pause, penalty (see [`members`]).
 //!
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
 mod error;
+pub mod members;
 pub mod sse;
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
+use crate::command::Commands;
 use crate::hub::Hub;
 use crate::state::Queue;
 
@@ -32,6 +35,8 @@ use crate::state::Queue;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
+    /// Agent commands, checked and confirmed.
+    pub commands: Commands,
     pub token: Arc<str>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
@@ -43,12 +48,14 @@ impl AppState {
     /// Handler state for a hub.
     pub fn new(
         hub: Arc<Hub>,
+        commands: Commands,
         token: &str,
         max_streams: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             hub,
+            commands,
             token: Arc::from(token),
             streams: Arc::new(Semaphore::new(max_streams)),
             shutdown,
@@ -63,6 +70,24 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{name}", get(one_queue))
         .route("/queues/{server}/{name}", get(server_queue))
         .route("/events", get(sse::events))
+        .route("/queues/{server}/{name}/members", post(members::login))
+        .route(
+            "/queues/{server}/{name}/members/{interface}",
+            delete(members::logout),
+        )
+        .route(
+            "/queues/{server}/{name}/members/{interface}/pause",
+            post(members::pause),
+        )
+        .route(
+            "/queues/{server}/{name}/members/{interface}/penalty",
+            post(members::penalty),
+        )
+        .route(
+            "/servers/{server}/members/{interface}/pause",
+            post(members::pause_everywhere),
+        )
+        .route("/pause_reasons", get(members::pause_reasons))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

@@ -54,6 +54,25 @@ impl Bridge {
 
     /// Starts queuebridge with these servers, optionally reusing a state directory.
     pub fn start_with(servers: &[Server<'_>], state_dir: Option<tempfile::TempDir>) -> Self {
+        Self::start_configured(servers, state_dir, "")
+    }
+
+    /// Starts queuebridge against one Asterisk, with `extra` TOML (users, pause reasons …).
+    pub fn start_extra(port: u16, extra: &str) -> Self {
+        let server = Server {
+            id: "pbx1",
+            port,
+            secret: asterisk::SECRET,
+            auth: "md5",
+        };
+        Self::start_configured(&[server], None, extra)
+    }
+
+    fn start_configured(
+        servers: &[Server<'_>],
+        state_dir: Option<tempfile::TempDir>,
+        extra: &str,
+    ) -> Self {
         let state_dir = state_dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
         let http_port = free_port();
         let mut config = format!(
@@ -67,6 +86,7 @@ impl Bridge {
                 s.id, s.port, s.secret, s.auth
             ));
         }
+        config.push_str(extra);
         let config_path = state_dir.path().join("queuebridge.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_path = state_dir.path().join("stderr.log");
@@ -126,6 +146,22 @@ impl Bridge {
             .send()
             .await
             .expect("http get")
+    }
+
+    /// Sends `method path` with an optional JSON body; returns the status and the JSON answer.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("http request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn json(&self, path: &str) -> Value {

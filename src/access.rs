@@ -1,0 +1,453 @@
+//! Users, roles, pause reasons, and the one authorization module every front end asks.
+//!
+//! The rules (the pascom queue module's, applied to every dialect):
+//!
+//! * a **supervisor** sees every queue and acts on every member;
+//! * an **agent** sees the queues they belong to — where their interface is a member now, or a
+//!   queue listed in their `queues` (where they may log in as a dynamic agent) — and acts only
+//!   on their own member entries: log in to one of their `queues`, log out of a queue where they
+//!   are a dynamic member, pause and unpause where they are a member; changing a penalty is a
+//!   supervisor's decision;
+//! * the **service** principal (the native API's bearer token) has a supervisor's rights.
+//!
+//! The directory is reloadable: [`Access::replace`] swaps it atomically; requests already running
+//! keep the directory they started with.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Queue, State};
+
+/// One `[[users]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Login name (also the XMPP local part).
+    pub name: String,
+    /// An argon2 PHC string, as `queuebridge hash-password` prints it.
+    pub password_hash: String,
+    /// The member interface in Asterisk, e.g. `Local/340@agents/n`.
+    pub interface: String,
+    /// The device whose state Asterisk follows; defaults to `interface`.
+    #[serde(default)]
+    pub state_interface: Option<String>,
+    /// Shown to others; defaults to `name`.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The user's extension number; defaults to empty.
+    #[serde(default)]
+    pub extension: Option<String>,
+    /// `supervisor`, or none for an agent.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The `[[ami]]` server the user works on; defaults to the first one.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Queues the user may log in to as a dynamic agent.
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+/// One `[[pause_reasons]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PauseReason {
+    /// Feature code, e.g. `*01` (Yeastar's `code`).
+    pub code: String,
+    /// The text Asterisk stores as the member's `PausedReason`.
+    pub reason: String,
+}
+
+/// A configured user, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+    pub interface: String,
+    pub state_interface: String,
+    pub display_name: String,
+    pub extension: String,
+    pub supervisor: bool,
+    pub server: String,
+    pub queues: BTreeSet<String>,
+}
+
+/// Who is asking.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// The native API's bearer token: a supervisor's rights, no member entry of its own.
+    Service,
+    User(Arc<User>),
+}
+
+/// Why a directory could not be built; `key` names the offending configuration key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DirectoryError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Users and pause reasons, as loaded from one version of the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    users: BTreeMap<String, Arc<User>>,
+    pause_reasons: Vec<PauseReason>,
+}
+
+/// What a member entry is to the user asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Login,
+    Logout,
+    Pause,
+    Penalty,
+}
+
+impl Directory {
+    /// Resolves the configured users; `servers` are the `[[ami]]` ids, the first the default.
+    pub fn new(
+        users: &[UserConfig],
+        pause_reasons: &[PauseReason],
+        servers: &[&str],
+    ) -> Result<Self, DirectoryError> {
+        let err = |key: String, message: &str| DirectoryError {
+            key,
+            message: message.to_owned(),
+        };
+        let mut by_name = BTreeMap::new();
+        let mut interfaces = BTreeSet::new();
+        for (i, u) in users.iter().enumerate() {
+            let key = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty()
+                || !u
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(err(
+                    key("name"),
+                    "must be non-empty: letters, digits, . _ -",
+                ));
+            }
+            if PasswordHash::new(&u.password_hash).is_err() {
+                return Err(err(
+                    key("password_hash"),
+                    "is not a PHC hash string; make one with `queuebridge hash-password`",
+                ));
+            }
+            if u.interface.is_empty() {
+                return Err(err(key("interface"), "must not be empty"));
+            }
+            let server = match &u.server {
+                Some(s) if servers.contains(&s.as_str()) => s.clone(),
+                Some(_) => return Err(err(key("server"), "names no [[ami]] id")),
+                None => servers.first().map(|s| (*s).to_owned()).unwrap_or_default(),
+            };
+            if !interfaces.insert((server.clone(), u.interface.clone())) {
+                return Err(err(key("interface"), "is already another user's interface"));
+            }
+            let mut supervisor = false;
+            for (j, role) in u.roles.iter().enumerate() {
+                match role.as_str() {
+                    "supervisor" => supervisor = true,
+                    _ => {
+                        return Err(err(
+                            format!("users[{i}].roles[{j}]"),
+                            "unknown role (known: supervisor)",
+                        ))
+                    }
+                }
+            }
+            let user = User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                interface: u.interface.clone(),
+                state_interface: u.state_interface.clone().unwrap_or(u.interface.clone()),
+                display_name: u.display_name.clone().unwrap_or(u.name.clone()),
+                extension: u.extension.clone().unwrap_or_default(),
+                supervisor,
+                server,
+                queues: u.queues.iter().cloned().collect(),
+            };
+            if by_name.insert(u.name.clone(), Arc::new(user)).is_some() {
+                return Err(err(key("name"), "duplicate user name"));
+            }
+        }
+        let mut codes = BTreeSet::new();
+        for (i, p) in pause_reasons.iter().enumerate() {
+            if p.code.is_empty() || !codes.insert(p.code.as_str()) {
+                return Err(err(
+                    format!("pause_reasons[{i}].code"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if p.reason.trim().is_empty() {
+                return Err(err(
+                    format!("pause_reasons[{i}].reason"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(Self {
+            users: by_name,
+            pause_reasons: pause_reasons.to_vec(),
+        })
+    }
+
+    /// The user with this login name.
+    pub fn user(&self, name: &str) -> Option<&Arc<User>> {
+        self.users.get(name)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.users.values()
+    }
+
+    /// The user whose member interface this is on `server`.
+    pub fn by_interface(&self, server: &str, interface: &str) -> Option<&Arc<User>> {
+        self.users
+            .values()
+            .find(|u| u.server == server && u.interface == interface)
+    }
+
+    /// The user if `password` is theirs. Runs argon2: call it off the async reactor.
+    pub fn authenticate(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let user = self.users.get(name)?;
+        let hash = PasswordHash::new(&user.password_hash).ok()?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+            .then(|| user.clone())
+    }
+
+    /// The configured pause reasons, in order.
+    pub fn pause_reasons(&self) -> &[PauseReason] {
+        &self.pause_reasons
+    }
+
+    /// The reason text to send to Asterisk for a requested reason, which may be a configured
+    /// code or reason text (case-insensitive). With no reasons configured any text is taken;
+    /// with a list, only its entries. `None` when the request is not allowed.
+    pub fn pause_reason(&self, requested: &str) -> Option<String> {
+        let requested = requested.trim();
+        if requested.is_empty() || self.pause_reasons.is_empty() {
+            return Some(requested.to_owned());
+        }
+        self.pause_reasons
+            .iter()
+            .find(|p| p.code == requested || p.reason.eq_ignore_ascii_case(requested))
+            .map(|p| p.reason.clone())
+    }
+}
+
+/// Hashes a password for `[[users]] password_hash` (argon2id, random salt, PHC string).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The current directory, replaceable at runtime.
+#[derive(Debug, Default)]
+pub struct Access {
+    current: RwLock<Arc<Directory>>,
+}
+
+impl Access {
+    pub fn new(directory: Directory) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Arc::new(directory)),
+        })
+    }
+
+    /// The directory now; keep it for the length of one request.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a new directory (configuration reload).
+    pub fn replace(&self, directory: Directory) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
+    }
+}
+
+impl Principal {
+    /// Supervisors and the service see and act on everything.
+    pub fn is_supervisor(&self) -> bool {
+        match self {
+            Principal::Service => true,
+            Principal::User(u) => u.supervisor,
+        }
+    }
+
+    /// The user, when the principal is one.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        match self {
+            Principal::Service => None,
+            Principal::User(u) => Some(u),
+        }
+    }
+
+    /// Whether the queue is visible: supervisors see all, agents the queues they belong to.
+    pub fn can_see(&self, queue: &Queue) -> bool {
+        match self {
+            Principal::Service => true,
+            Principal::User(u) => {
+                u.supervisor
+                    || (*queue.server == *u.server
+                        && (u.queues.contains(&*queue.name)
+                            || queue.members.contains_key(&u.interface)))
+            }
+        }
+    }
+
+    /// Whether `action` on `interface` in `queue` (or, with `None`, in all its queues) of
+    /// `server` is allowed, judged on the current state. `Err` carries the reason.
+    pub fn may(
+        &self,
+        state: &State,
+        server: &str,
+        queue: Option<&str>,
+        interface: &str,
+        action: Action,
+    ) -> Result<(), String> {
+        let user = match self {
+            Principal::User(u) if !u.supervisor => u,
+            _ => return Ok(()),
+        };
+        if user.server != server || user.interface != interface {
+            return Err(format!(
+                "{} may act only on their own member entries",
+                user.name
+            ));
+        }
+        let member = queue.and_then(|q| state.queue(server, q)?.members.get(interface));
+        match action {
+            Action::Login => match queue {
+                Some(q) if user.queues.contains(q) => Ok(()),
+                Some(q) => Err(format!("{} is not an agent of queue {q}", user.name)),
+                None => Ok(()), // each of the user's own queues: checked per queue by the caller
+            },
+            Action::Logout => match member {
+                Some(m) if m.membership == "static" => Err(format!(
+                    "{} is a static member of this queue and cannot log out",
+                    user.name
+                )),
+                _ => Ok(()),
+            },
+            Action::Pause => Ok(()),
+            Action::Penalty => Err("only a supervisor may change a penalty".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::QueueIds;
+
+    fn user(name: &str, roles: &[&str], queues: &[&str]) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            // A well-formed PHC string; only `passwords_verify_against_a_fresh_hash` pays for
+            // a real argon2 run.
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk".into(),
+            interface: format!("Local/{name}@agents/n"),
+            state_interface: None,
+            display_name: None,
+            extension: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            server: None,
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn bad_entries_name_their_key() {
+        let mut bad = user("a", &["boss"], &[]);
+        let e = Directory::new(&[bad.clone()], &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[0].roles[0]");
+        bad.roles.clear();
+        bad.password_hash = "plain".into();
+        let e = Directory::new(&[bad], &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[0].password_hash");
+        let twice = [user("a", &[], &[]), user("a", &[], &[])];
+        let e = Directory::new(&twice, &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[1].interface");
+        let reasons = [
+            PauseReason {
+                code: "*01".into(),
+                reason: "Lunch".into(),
+            },
+            PauseReason {
+                code: "*01".into(),
+                reason: "Break".into(),
+            },
+        ];
+        let e = Directory::new(&[], &reasons, &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "pause_reasons[1].code");
+    }
+
+    #[test]
+    fn passwords_verify_against_a_fresh_hash() {
+        let mut u = user("tweber", &[], &[]);
+        u.password_hash = hash_password("s3cret").unwrap();
+        let dir = Directory::new(&[u], &[], &["pbx1"]).unwrap();
+        assert!(dir.authenticate("tweber", "s3cret").is_some());
+        assert!(dir.authenticate("tweber", "wrong").is_none());
+        assert!(dir.authenticate("nobody", "s3cret").is_none());
+    }
+
+    #[test]
+    fn pause_reasons_match_by_code_or_text() {
+        let reasons = [PauseReason {
+            code: "*01".into(),
+            reason: "Lunch".into(),
+        }];
+        let dir = Directory::new(&[], &reasons, &["pbx1"]).unwrap();
+        assert_eq!(dir.pause_reason("*01").as_deref(), Some("Lunch"));
+        assert_eq!(dir.pause_reason("lunch").as_deref(), Some("Lunch"));
+        assert_eq!(dir.pause_reason("").as_deref(), Some(""));
+        assert_eq!(dir.pause_reason("Nap"), None);
+        let free = Directory::new(&[], &[], &["pbx1"]).unwrap();
+        assert_eq!(free.pause_reason("Nap").as_deref(), Some("Nap"));
+    }
+
+    #[test]
+    fn agents_act_on_their_own_entries_only() {
+        let dir = Directory::new(
+            &[
+                user("tweber", &[], &["sales"]),
+                user("boss", &["supervisor"], &[]),
+            ],
+            &[],
+            &["pbx1"],
+        )
+        .unwrap();
+        let st = State::new(["pbx1"], QueueIds::default());
+        let agent = Principal::User(dir.user("tweber").unwrap().clone());
+        let boss = Principal::User(dir.user("boss").unwrap().clone());
+        let own = "Local/tweber@agents/n";
+        let other = "Local/boss@agents/n";
+        let may =
+            |p: &Principal, q: &str, i: &str, a: Action| p.may(&st, "pbx1", Some(q), i, a).is_ok();
+        assert!(may(&agent, "sales", own, Action::Login));
+        assert!(!may(&agent, "support", own, Action::Login));
+        assert!(may(&agent, "sales", own, Action::Pause));
+        assert!(!may(&agent, "sales", other, Action::Pause));
+        assert!(!may(&agent, "sales", own, Action::Penalty));
+        assert!(may(&boss, "support", own, Action::Pause));
+        assert!(may(&boss, "support", own, Action::Penalty));
+        assert!(may(&Principal::Service, "support", other, Action::Logout));
+    }
+}

@@ -1,0 +1,408 @@
+//! The command layer: the one way every front end acts on agents.
+//!
+//! A [`Command`] becomes one AMI action (`QueueAdd`, `QueueRemove`, `QueuePause`,
+//! `QueuePenalty`). It has exactly one outcome:
+//!
+//! * **success** once the state shows what was asked — folded from the confirming event
+//!   (QueueMemberAdded / Removed / Pause / Penalty) — or when it already did (commands are
+//!   idempotent: logging in a member that is there, or pausing a paused one, succeeds without a
+//!   second action);
+//! * **failure** with a stable [`Code`] and a readable reason — Asterisk's own error text where
+//!   it gave one ("Unable to remove interface: Not there" is an idempotent success, "Member not
+//!   dynamic" is [`Code::NotDynamic`]);
+//! * **timeout** when Asterisk did not answer, or answered but the confirming event did not
+//!   arrive in time.
+//!
+//! Never a hang, and never a success while the AMI link is down: an action is only sent on a
+//! connected link, and only the folded state — which only events from Asterisk change — can
+//! turn it into a success. Authorization ([`crate::access`]) is checked here, so no front end
+//! can forget it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{timeout_at, Instant};
+
+use crate::access::{Access, Action, Principal};
+use crate::ami::client::{ActionError, AmiHandle};
+use crate::ami::Message;
+use crate::hub::Hub;
+use crate::state::{Member, State};
+
+/// How long to wait for the confirming event after Asterisk accepted an action.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An agent command on one server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `QueueAdd`: make `interface` a dynamic member of `queue`.
+    Login {
+        queue: String,
+        interface: String,
+        member_name: String,
+        state_interface: String,
+        penalty: i64,
+        /// Log in paused, with this reason.
+        paused: Option<String>,
+    },
+    /// `QueueRemove`.
+    Logout { queue: String, interface: String },
+    /// `QueuePause` in one queue, or (`queue: None`) in every queue of the member.
+    Pause {
+        queue: Option<String>,
+        interface: String,
+        paused: bool,
+        /// A configured pause reason (code or text); empty for none.
+        reason: String,
+    },
+    /// `QueuePenalty` in one queue or every queue of the member.
+    Penalty {
+        queue: Option<String>,
+        interface: String,
+        penalty: i64,
+    },
+}
+
+/// How a command failed; stable, for front ends to map onto their dialect's errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// Malformed request: empty interface, negative penalty, unknown pause reason.
+    InvalidArgument,
+    /// The principal may not do this.
+    Forbidden,
+    NoSuchServer,
+    NoSuchQueue,
+    /// The interface is not a member (of that queue, or of any).
+    NotMember,
+    /// A static member cannot be logged in or out.
+    NotDynamic,
+    /// The AMI link is down: nothing was sent.
+    NotConnected,
+    /// Too many actions in flight on the link: nothing was sent.
+    Busy,
+    /// Sent, but no answer or no confirming event in time. The outcome is unknown.
+    Timeout,
+    /// Asterisk refused with a reason not listed above.
+    Refused,
+}
+
+impl Code {
+    /// The snake_case name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => "invalid_argument",
+            Code::Forbidden => "forbidden",
+            Code::NoSuchServer => "no_such_server",
+            Code::NoSuchQueue => "no_such_queue",
+            Code::NotMember => "not_member",
+            Code::NotDynamic => "not_dynamic",
+            Code::NotConnected => "not_connected",
+            Code::Busy => "busy",
+            Code::Timeout => "timeout",
+            Code::Refused => "refused",
+        }
+    }
+}
+
+/// A failed command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub code: Code,
+    pub message: String,
+}
+
+fn fail(code: Code, message: impl Into<String>) -> CommandError {
+    CommandError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// A successful command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Done {
+    /// Asterisk did it and the state shows it.
+    Applied,
+    /// It was already so; nothing was sent, or Asterisk said so.
+    Unchanged,
+}
+
+/// Submits commands; cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    hub: Arc<Hub>,
+    ami: Arc<BTreeMap<String, AmiHandle>>,
+    access: Arc<Access>,
+    confirm: Duration,
+}
+
+impl Commands {
+    pub fn new(hub: Arc<Hub>, ami: BTreeMap<String, AmiHandle>, access: Arc<Access>) -> Self {
+        Self {
+            hub,
+            ami: Arc::new(ami),
+            access,
+            confirm: CONFIRM_TIMEOUT,
+        }
+    }
+
+    /// The users and pause reasons these commands are checked against.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
+    }
+
+    /// Runs one command for `who` on `server`.
+    pub async fn execute(
+        &self,
+        who: &Principal,
+        server: &str,
+        command: Command,
+    ) -> Result<Done, CommandError> {
+        let handle = self
+            .ami
+            .get(server)
+            .ok_or_else(|| fail(Code::NoSuchServer, format!("no server {server:?}")))?;
+        let command = self.validate(command)?;
+        let (queue, interface, action) = command.target();
+        self.hub.read(|s| {
+            let link = s.servers.get(server).map(|srv| srv.link.clone());
+            match link {
+                Some(l) if l.connected => {}
+                _ => {
+                    return Err(fail(
+                        Code::NotConnected,
+                        format!("AMI link to {server} is down"),
+                    ))
+                }
+            }
+            who.may(s, server, queue, interface, action)
+                .map_err(|m| fail(Code::Forbidden, m))
+        })?;
+        if self.hub.read(|s| command.satisfied(s, server)) == Some(true) {
+            return Ok(Done::Unchanged);
+        }
+        // Subscribe before sending, so the confirming change cannot slip past.
+        let mut changes = self.hub.subscribe();
+        let reply = handle.send(command.action()).await.map_err(|e| match e {
+            ActionError::NotConnected { .. } => fail(Code::NotConnected, e.to_string()),
+            ActionError::Busy => fail(Code::Busy, e.to_string()),
+            ActionError::Timeout | ActionError::ConnectionLost => {
+                fail(Code::Timeout, e.to_string())
+            }
+        })?;
+        if !reply.is_success() {
+            return command.refused(reply.message());
+        }
+        let deadline = Instant::now() + self.confirm;
+        loop {
+            if self.hub.read(|s| command.satisfied(s, server)) != Some(false) {
+                return Ok(Done::Applied);
+            }
+            match timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => {
+                    return Err(fail(
+                        Code::Timeout,
+                        format!(
+                            "Asterisk accepted {} but did not confirm it within {} s",
+                            command.name(),
+                            self.confirm.as_secs()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Checks arguments and resolves the pause reason against the configured list.
+    fn validate(&self, mut command: Command) -> Result<Command, CommandError> {
+        let (queue, interface, _) = command.target();
+        if interface.trim().is_empty() {
+            return Err(fail(Code::InvalidArgument, "interface must not be empty"));
+        }
+        if queue.is_some_and(|q| q.trim().is_empty()) {
+            return Err(fail(Code::InvalidArgument, "queue must not be empty"));
+        }
+        match &mut command {
+            Command::Login { penalty, .. } | Command::Penalty { penalty, .. } if *penalty < 0 => {
+                return Err(fail(Code::InvalidArgument, "penalty must be 0 or more"));
+            }
+            Command::Login {
+                paused: Some(reason),
+                ..
+            }
+            | Command::Pause { reason, .. } => {
+                let directory = self.access.directory();
+                *reason = directory.pause_reason(reason).ok_or_else(|| {
+                    fail(
+                        Code::InvalidArgument,
+                        format!("unknown pause reason {reason:?}"),
+                    )
+                })?;
+            }
+            _ => {}
+        }
+        Ok(command)
+    }
+}
+
+impl Command {
+    /// (queue, interface, action) for authorization.
+    fn target(&self) -> (Option<&str>, &str, Action) {
+        match self {
+            Command::Login {
+                queue, interface, ..
+            } => (Some(queue), interface, Action::Login),
+            Command::Logout { queue, interface } => (Some(queue), interface, Action::Logout),
+            Command::Pause {
+                queue, interface, ..
+            } => (queue.as_deref(), interface, Action::Pause),
+            Command::Penalty {
+                queue, interface, ..
+            } => (queue.as_deref(), interface, Action::Penalty),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Login { .. } => "QueueAdd",
+            Command::Logout { .. } => "QueueRemove",
+            Command::Pause { .. } => "QueuePause",
+            Command::Penalty { .. } => "QueuePenalty",
+        }
+    }
+
+    /// The AMI action.
+    fn action(&self) -> Message {
+        let action = Message::action(self.name());
+        match self {
+            Command::Login {
+                queue,
+                interface,
+                member_name,
+                state_interface,
+                penalty,
+                paused,
+            } => {
+                let mut a = action
+                    .with("Queue", queue)
+                    .with("Interface", interface)
+                    .with("Penalty", &penalty.to_string());
+                if !member_name.is_empty() {
+                    a = a.with("MemberName", member_name);
+                }
+                if !state_interface.is_empty() {
+                    a = a.with("StateInterface", state_interface);
+                }
+                if let Some(reason) = paused {
+                    a = a.with("Paused", "true").with("Reason", reason);
+                }
+                a
+            }
+            Command::Logout { queue, interface } => {
+                action.with("Queue", queue).with("Interface", interface)
+            }
+            Command::Pause {
+                queue,
+                interface,
+                paused,
+                reason,
+            } => {
+                let mut a = action
+                    .with("Interface", interface)
+                    .with("Paused", if *paused { "true" } else { "false" });
+                if let Some(q) = queue {
+                    a = a.with("Queue", q);
+                }
+                if !reason.is_empty() {
+                    a = a.with("Reason", reason);
+                }
+                a
+            }
+            Command::Penalty {
+                queue,
+                interface,
+                penalty,
+            } => {
+                let mut a = action
+                    .with("Interface", interface)
+                    .with("Penalty", &penalty.to_string());
+                if let Some(q) = queue {
+                    a = a.with("Queue", q);
+                }
+                a
+            }
+        }
+    }
+
+    /// Whether the state already shows the command's effect: `None` when it cannot tell (the
+    /// member is in no known queue, for a command on all its queues).
+    fn satisfied(&self, state: &State, server: &str) -> Option<bool> {
+        let member = |queue: &str, interface: &str| -> Option<Option<&Member>> {
+            state.queue(server, queue).map(|q| q.members.get(interface))
+        };
+        let every = |queue: &Option<String>, interface: &str, ok: &dyn Fn(&Member) -> bool| {
+            let mut seen = false;
+            for q in state.queues().filter(|q| *q.server == *server) {
+                if queue.as_deref().is_some_and(|name| *q.name != *name) {
+                    continue;
+                }
+                if let Some(m) = q.members.get(interface) {
+                    seen = true;
+                    if !ok(m) {
+                        return Some(false);
+                    }
+                }
+            }
+            seen.then_some(true)
+        };
+        match self {
+            Command::Login {
+                queue, interface, ..
+            } => member(queue, interface).map(|m| m.is_some()),
+            Command::Logout { queue, interface } => member(queue, interface).map(|m| m.is_none()),
+            Command::Pause {
+                queue,
+                interface,
+                paused,
+                reason,
+            } => every(queue, interface, &|m| {
+                m.paused == *paused && (!*paused || m.paused_reason == *reason)
+            }),
+            Command::Penalty {
+                queue,
+                interface,
+                penalty,
+            } => every(queue, interface, &|m| m.penalty == *penalty),
+        }
+    }
+
+    /// Maps Asterisk's error text (ami.md §3) onto an outcome.
+    fn refused(&self, text: &str) -> Result<Done, CommandError> {
+        let lower = text.to_ascii_lowercase();
+        let code = if lower.contains("already there") || lower.contains("not there") {
+            // The state was already what was asked: idempotent success.
+            return Ok(Done::Unchanged);
+        } else if lower.contains("no such queue") {
+            Code::NoSuchQueue
+        } else if lower.contains("not dynamic") {
+            Code::NotDynamic
+        } else if lower.contains("interface not found") || lower.contains("invalid interface") {
+            Code::NotMember
+        } else {
+            Code::Refused
+        };
+        let text = if text.is_empty() {
+            format!("Asterisk refused {}", self.name())
+        } else {
+            text.trim().to_owned()
+        };
+        Err(fail(code, text))
+    }
+}
