@@ -12,6 +12,7 @@
 //! * [`hub`] — the task that owns the state, publishes changes, and lets others read snapshots;
 //! * [`http`] — the native JSON API and its Server-Sent Events stream;
 //! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
+//! * [`tokens`] — bearer tokens of the vendor dialects;
 //! * [`daemon`] — wires it all together for `main`.
 //!
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
@@ -26,3 +27,4 @@ pub mod http;
 pub mod hub;
 pub mod replay;
 pub mod state;
+pub mod tokens;

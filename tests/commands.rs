@@ -6,8 +6,7 @@ mod common;
 use queuebridge::ami::Message;
 use serde_json::{json, Value};
 
-use common::proxy::Proxy;
-use common::{Asterisk, Bridge, Driver};
+use common::{behind_proxy, Asterisk, Bridge, Driver};
 
 const REASONS: &str = r#"
 [[pause_reasons]]
@@ -27,6 +26,12 @@ async fn in_asterisk(driver: &mut Driver, queue: &str, interface: &str) -> Optio
         .await
         .into_iter()
         .find(|m| m.event_name() == Some("QueueMember") && m.get("Location") == Some(interface))
+}
+
+/// One field of that item.
+async fn field(driver: &mut Driver, queue: &str, interface: &str, key: &str) -> Option<String> {
+    let m = in_asterisk(driver, queue, interface).await?;
+    m.get(key).map(str::to_owned)
 }
 
 fn result(answer: &(u16, Value)) -> (u16, &str) {
@@ -97,10 +102,15 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         )
         .await;
     assert_eq!(result(&a), (400, "invalid_argument"));
-    let m = in_asterisk(&mut driver, "support", "Local/agent9@agents/n").await;
     assert_eq!(
-        m.and_then(|m| m.get("PausedReason").map(str::to_owned))
-            .as_deref(),
+        field(
+            &mut driver,
+            "support",
+            "Local/agent9@agents/n",
+            "PausedReason"
+        )
+        .await
+        .as_deref(),
         Some("Lunch")
     );
 
@@ -112,9 +122,9 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         )
         .await;
     assert_eq!(result(&a), (200, "applied"), "{a:?}");
-    let m = in_asterisk(&mut driver, "support", "Local/agent9@agents/n").await;
     assert_eq!(
-        m.and_then(|m| m.get("Penalty").map(str::to_owned))
+        field(&mut driver, "support", "Local/agent9@agents/n", "Penalty")
+            .await
             .as_deref(),
         Some("5")
     );
@@ -128,9 +138,9 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         )
         .await;
     assert_eq!(result(&a), (200, "applied"), "{a:?}");
-    let m = in_asterisk(&mut driver, "support", "Local/agent9@agents/n").await;
     assert_eq!(
-        m.and_then(|m| m.get("Paused").map(str::to_owned))
+        field(&mut driver, "support", "Local/agent9@agents/n", "Paused")
+            .await
             .as_deref(),
         Some("0")
     );
@@ -242,12 +252,7 @@ async fn refusals_carry_a_stable_code_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_on_a_dead_link_is_answered_not_hung() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    driver.devstate("agent3", "NOT_INUSE").await;
-    let proxy = Proxy::start(ast.port).await;
-    let bridge = Bridge::start(proxy.port);
-    bridge.wait_health(200).await;
+    let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
     let pause = "/api/v1/queues/pbx1/support/members/Local%2Fagent3%40agents%2Fn/pause";
 
     // Half-open: the action is written into a link that no longer answers.
@@ -260,9 +265,9 @@ async fn a_command_on_a_dead_link_is_answered_not_hung() {
         "{a:?}"
     );
     // Nothing reached Asterisk.
-    let m = in_asterisk(&mut driver, "support", "Local/agent3@agents/n").await;
     assert_eq!(
-        m.and_then(|m| m.get("Paused").map(str::to_owned))
+        field(&mut driver, "support", "Local/agent3@agents/n", "Paused")
+            .await
             .as_deref(),
         Some("0")
     );

@@ -4,8 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::{expect_change, subscribe, Asterisk, Bridge, Driver, Server, TOKEN};
+use common::{behind_proxy, expect_change, subscribe, Asterisk, Bridge, Driver, Server, TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn asterisk_restarted_under_queuebridge() {
@@ -31,17 +30,6 @@ async fn asterisk_restarted_under_queuebridge() {
     bridge.wait_health(200).await;
     let q = bridge.assert_exact(&mut driver, "pbx1", "sales").await;
     assert_eq!(q["members"].as_array().map(Vec::len), Some(2));
-}
-
-/// Asterisk, the tests' driver, and queuebridge connected to Asterisk through a [`Proxy`].
-async fn behind_proxy() -> (Asterisk, Driver, Proxy, Bridge) {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    driver.devstate("agent3", "NOT_INUSE").await;
-    let proxy = Proxy::start(ast.port).await;
-    let bridge = Bridge::start(proxy.port);
-    bridge.wait_health(200).await;
-    (ast, driver, proxy, bridge)
 }
 
 #[tokio::test(flavor = "multi_thread")]

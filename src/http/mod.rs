@@ -7,11 +7,14 @@
 //! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]);
 //! * agent commands: log in, log out, pause, penalty (see [`members`]).
 //!
+//! The Yeastar P-Series dialect is served under `/openapi/v1.0` (see [`yeastar`]).
+//!
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
 mod error;
 pub mod members;
 pub mod sse;
+pub mod yeastar;
 
 use std::sync::Arc;
 
@@ -30,6 +33,7 @@ pub use error::ApiError;
 use crate::command::Commands;
 use crate::hub::Hub;
 use crate::state::Queue;
+use crate::tokens::Tokens;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +41,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Agent commands, checked and confirmed.
     pub commands: Commands,
+    /// Tokens of the Yeastar dialect.
+    pub yeastar_tokens: Arc<Tokens>,
     pub token: Arc<str>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
@@ -56,6 +62,7 @@ impl AppState {
         Self {
             hub,
             commands,
+            yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
             token: Arc::from(token),
             streams: Arc::new(Semaphore::new(max_streams)),
             shutdown,
@@ -92,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
+        .nest("/openapi/v1.0", yeastar::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

@@ -207,6 +207,17 @@ impl Bridge {
     }
 }
 
+/// Asterisk, the tests' driver, and queuebridge connected to Asterisk through a [`Proxy`].
+pub async fn behind_proxy() -> (Asterisk, Driver, proxy::Proxy, Bridge) {
+    let ast = Asterisk::start();
+    let mut driver = Driver::connect(ast.port).await;
+    driver.devstate("agent3", "NOT_INUSE").await;
+    let proxy = proxy::Proxy::start(ast.port).await;
+    let bridge = Bridge::start(proxy.port);
+    bridge.wait_health(200).await;
+    (ast, driver, proxy, bridge)
+}
+
 impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = self.child.kill();

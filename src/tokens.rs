@@ -1,0 +1,128 @@
+//! Bearer tokens of the vendor dialects: random, in memory, with lifetimes and a cap per user.
+//!
+//! A token names a user, not a copy of the user: every request resolves the name in the current
+//! directory, so a user removed by a reload loses access at once. Tokens live in memory only; a
+//! restart of queuebridge signs everyone out, as a PBX restart does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+
+/// What a token is good for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Access,
+    Refresh,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    user: String,
+    kind: Kind,
+    expires: Instant,
+}
+
+/// Why a token could not be issued.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooMany;
+
+/// One dialect's tokens.
+#[derive(Debug)]
+pub struct Tokens {
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Most live access tokens per user.
+    per_user: usize,
+}
+
+/// 32 characters from [A-Za-z0-9], from the operating system's random source.
+pub fn random_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    // 256 is 4 × 62 + 8: the bias toward the first 8 letters is negligible for a bearer secret.
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+impl Tokens {
+    pub fn new(per_user: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            per_user,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Issues a token of `kind` for `user`, valid for `ttl`. Access tokens are capped per user.
+    pub fn issue(&self, user: &str, kind: Kind, ttl: Duration) -> Result<String, TooMany> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.expires > now);
+        if kind == Kind::Access {
+            let live = entries
+                .values()
+                .filter(|e| e.kind == Kind::Access && e.user == user)
+                .count();
+            if live >= self.per_user {
+                return Err(TooMany);
+            }
+        }
+        let token = random_token();
+        entries.insert(
+            token.clone(),
+            Entry {
+                user: user.to_owned(),
+                kind,
+                expires: now + ttl,
+            },
+        );
+        Ok(token)
+    }
+
+    /// The user a live token of `kind` belongs to.
+    pub fn user(&self, token: &str, kind: Kind) -> Option<String> {
+        let entries = self.lock();
+        let e = entries.get(token)?;
+        (e.kind == kind && e.expires > Instant::now()).then(|| e.user.clone())
+    }
+
+    /// Revokes a token; true when it was live.
+    pub fn revoke(&self, token: &str) -> bool {
+        let now = Instant::now();
+        self.lock().remove(token).is_some_and(|e| e.expires > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_expire_are_revoked_and_are_capped() {
+        let t = Tokens::new(2);
+        let a = t.issue("u", Kind::Access, Duration::from_secs(60)).unwrap();
+        assert_eq!(t.user(&a, Kind::Access).as_deref(), Some("u"));
+        assert_eq!(t.user(&a, Kind::Refresh), None);
+        let _b = t.issue("u", Kind::Access, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            t.issue("u", Kind::Access, Duration::from_secs(60)),
+            Err(TooMany)
+        );
+        assert!(t.issue("v", Kind::Access, Duration::from_secs(60)).is_ok());
+        assert!(t.revoke(&a));
+        assert!(!t.revoke(&a));
+        assert_eq!(t.user(&a, Kind::Access), None);
+        assert!(t.issue("u", Kind::Access, Duration::from_secs(60)).is_ok());
+        let gone = t.issue("w", Kind::Access, Duration::ZERO).unwrap();
+        assert_eq!(t.user(&gone, Kind::Access), None);
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_token().len(), 32);
+    }
+}
