@@ -6,31 +6,13 @@ mod common;
 use queuebridge::ami::Message;
 use serde_json::{json, Value};
 
-use common::{behind_proxy, Asterisk, Bridge, Driver};
-
-const REASONS: &str = r#"
-[[pause_reasons]]
-code = "*01"
-reason = "Lunch"
-[[pause_reasons]]
-code = "*02"
-reason = "Break"
-"#;
+use common::{behind_proxy, Asterisk, Bridge, Driver, PAUSE_REASONS};
 
 const AGENT9: &str = "Local%2Fagent9%40agents%2Fn";
 
-/// The QueueMember item of `interface` in Asterisk's QueueStatus of `queue`.
-async fn in_asterisk(driver: &mut Driver, queue: &str, interface: &str) -> Option<Message> {
-    driver
-        .queue_status(queue)
-        .await
-        .into_iter()
-        .find(|m| m.event_name() == Some("QueueMember") && m.get("Location") == Some(interface))
-}
-
 /// One field of that item.
 async fn field(driver: &mut Driver, queue: &str, interface: &str, key: &str) -> Option<String> {
-    let m = in_asterisk(driver, queue, interface).await?;
+    let m = driver.member(queue, interface).await?;
     m.get(key).map(str::to_owned)
 }
 
@@ -47,7 +29,7 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
     driver.devstate("agent9", "NOT_INUSE").await;
-    let bridge = Bridge::start_extra(ast.port, REASONS);
+    let bridge = Bridge::start_extra(ast.port, PAUSE_REASONS);
     bridge.wait_health(200).await;
     let members = "/api/v1/queues/pbx1/support/members";
     let login = json!({
@@ -59,7 +41,7 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
 
     let a = bridge.call("POST", members, Some(login.clone())).await;
     assert_eq!(result(&a), (200, "applied"), "{a:?}");
-    let m = in_asterisk(&mut driver, "support", "Local/agent9@agents/n").await;
+    let m = driver.member("support", "Local/agent9@agents/n").await;
     let m = m.expect("Asterisk lists the new member");
     assert_eq!(m.get("Membership"), Some("dynamic"));
     assert_eq!(m.get("Penalty"), Some("2"));
@@ -79,7 +61,7 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         )
         .await;
     assert_eq!(result(&a), (200, "applied"), "{a:?}");
-    let m = in_asterisk(&mut driver, "support", "Local/agent9@agents/n").await;
+    let m = driver.member("support", "Local/agent9@agents/n").await;
     let m = m.expect("member");
     assert_eq!(
         (m.get("Paused"), m.get("PausedReason")),
@@ -150,7 +132,8 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         .call("DELETE", &format!("{members}/{AGENT9}"), None)
         .await;
     assert_eq!(result(&a), (200, "applied"), "{a:?}");
-    assert!(in_asterisk(&mut driver, "support", "Local/agent9@agents/n")
+    assert!(driver
+        .member("support", "Local/agent9@agents/n")
         .await
         .is_none());
     let a = bridge
@@ -170,7 +153,7 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
 async fn refusals_carry_a_stable_code_and_change_nothing() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, REASONS);
+    let bridge = Bridge::start_extra(ast.port, PAUSE_REASONS);
     bridge.wait_health(200).await;
     let before = driver.queue_status("sales").await;
 

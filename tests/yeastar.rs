@@ -6,7 +6,7 @@ mod common;
 use queuebridge::access::hash_password;
 use serde_json::{json, Value};
 
-use common::{Asterisk, Bridge, Driver};
+use common::{Asterisk, Bridge, Driver, PAUSE_REASONS};
 
 fn users() -> String {
     let agent = hash_password("agent-pw").expect("hash");
@@ -38,13 +38,7 @@ password_hash = "{boss}"
 interface = "Local/agent2@agents/n"
 extension = "202"
 roles = ["supervisor"]
-[[pause_reasons]]
-code = "*01"
-reason = "Lunch"
-[[pause_reasons]]
-code = "*02"
-reason = "Break"
-"#
+{PAUSE_REASONS}"#
     )
 }
 
@@ -99,10 +93,8 @@ impl Yeastar<'_> {
 
 async fn paused(driver: &mut Driver, queue: &str, interface: &str) -> (String, String) {
     let m = driver
-        .queue_status(queue)
+        .member(queue, interface)
         .await
-        .into_iter()
-        .find(|m| m.event_name() == Some("QueueMember") && m.get("Location") == Some(interface))
         .expect("member in Asterisk");
     (
         m.get("Paused").unwrap_or_default().to_owned(),

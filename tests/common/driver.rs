@@ -121,4 +121,12 @@ impl Driver {
         assert!(r.is_success(), "QueueStatus: {:?}", r.response);
         r.items
     }
+
+    /// The QueueMember item of `interface` in Asterisk's QueueStatus of `queue`.
+    pub async fn member(&mut self, queue: &str, interface: &str) -> Option<Message> {
+        self.queue_status(queue)
+            .await
+            .into_iter()
+            .find(|m| m.event_name() == Some("QueueMember") && m.get("Location") == Some(interface))
+    }
 }

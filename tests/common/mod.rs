@@ -21,6 +21,16 @@ pub use driver::Driver;
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// Two pause reasons, as configuration text.
+pub const PAUSE_REASONS: &str = r#"
+[[pause_reasons]]
+code = "*01"
+reason = "Lunch"
+[[pause_reasons]]
+code = "*02"
+reason = "Break"
+"#;
+
 /// One `[[ami]]` entry of a test configuration.
 pub struct Server<'a> {
     pub id: &'a str,
