@@ -208,13 +208,6 @@ impl Directory {
         self.users.values()
     }
 
-    /// The user whose member interface this is on `server`.
-    pub fn by_interface(&self, server: &str, interface: &str) -> Option<&Arc<User>> {
-        self.users
-            .values()
-            .find(|u| u.server == server && u.interface == interface)
-    }
-
     /// The user if `password` is theirs. Runs argon2: call it off the async reactor.
     pub fn authenticate(&self, name: &str, password: &str) -> Option<Arc<User>> {
         let user = self.users.get(name)?;
@@ -282,32 +275,14 @@ impl Access {
 }
 
 impl Principal {
-    /// Supervisors and the service see and act on everything.
-    pub fn is_supervisor(&self) -> bool {
-        match self {
-            Principal::Service => true,
-            Principal::User(u) => u.supervisor,
-        }
-    }
-
-    /// The user, when the principal is one.
-    pub fn user(&self) -> Option<&Arc<User>> {
-        match self {
-            Principal::Service => None,
-            Principal::User(u) => Some(u),
-        }
-    }
-
     /// Whether the queue is visible: supervisors see all, agents the queues they belong to.
     pub fn can_see(&self, queue: &Queue) -> bool {
         match self {
-            Principal::Service => true,
-            Principal::User(u) => {
-                u.supervisor
-                    || (*queue.server == *u.server
-                        && (u.queues.contains(&*queue.name)
-                            || queue.members.contains_key(&u.interface)))
+            Principal::User(u) if !u.supervisor => {
+                *queue.server == *u.server
+                    && (u.queues.contains(&*queue.name) || queue.members.contains_key(&u.interface))
             }
+            _ => true,
         }
     }
 
@@ -335,8 +310,11 @@ impl Principal {
         match action {
             Action::Login => match queue {
                 Some(q) if user.queues.contains(q) => Ok(()),
-                Some(q) => Err(format!("{} is not an agent of queue {q}", user.name)),
-                None => Ok(()), // each of the user's own queues: checked per queue by the caller
+                _ => Err(format!(
+                    "{} is not an agent of queue {}",
+                    user.name,
+                    queue.unwrap_or_default()
+                )),
             },
             Action::Logout => match member {
                 Some(m) if m.membership == "static" => Err(format!(
@@ -449,5 +427,40 @@ mod tests {
         assert!(may(&boss, "support", own, Action::Pause));
         assert!(may(&boss, "support", own, Action::Penalty));
         assert!(may(&Principal::Service, "support", other, Action::Logout));
+    }
+
+    #[test]
+    fn agents_see_the_queues_they_belong_to() {
+        let dir = Directory::new(
+            &[
+                user("tweber", &[], &["sales"]),
+                user("boss", &["supervisor"], &[]),
+            ],
+            &[],
+            &["pbx1"],
+        )
+        .unwrap();
+        let queue = |name: &str, member: Option<&str>| Queue {
+            server: Arc::from("pbx1"),
+            name: Arc::from(name),
+            id: 1,
+            stats: Default::default(),
+            members: member
+                .map(|m| (m.to_owned(), crate::state::Member::default()))
+                .into_iter()
+                .collect(),
+            callers: Vec::new(),
+            connected_calls: Vec::new(),
+        };
+        let agent = Principal::User(dir.user("tweber").unwrap().clone());
+        let boss = Principal::User(dir.user("boss").unwrap().clone());
+        assert!(agent.can_see(&queue("sales", None)), "listed in queues");
+        assert!(
+            agent.can_see(&queue("vip", Some("Local/tweber@agents/n"))),
+            "a member"
+        );
+        assert!(!agent.can_see(&queue("support", Some("Local/boss@agents/n"))));
+        assert!(boss.can_see(&queue("support", None)));
+        assert!(Principal::Service.can_see(&queue("support", None)));
     }
 }

@@ -171,15 +171,11 @@ impl Commands {
         let command = self.validate(command)?;
         let (queue, interface, action) = command.target();
         self.hub.read(|s| {
-            let link = s.servers.get(server).map(|srv| srv.link.clone());
-            match link {
-                Some(l) if l.connected => {}
-                _ => {
-                    return Err(fail(
-                        Code::NotConnected,
-                        format!("AMI link to {server} is down"),
-                    ))
-                }
+            if !s.servers.get(server).is_some_and(|srv| srv.link.connected) {
+                return Err(fail(
+                    Code::NotConnected,
+                    format!("AMI link to {server} is down"),
+                ));
             }
             who.may(s, server, queue, interface, action)
                 .map_err(|m| fail(Code::Forbidden, m))

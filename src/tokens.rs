@@ -60,30 +60,44 @@ impl Tokens {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Issues a token of `kind` for `user`, valid for `ttl`. Access tokens are capped per user.
-    pub fn issue(&self, user: &str, kind: Kind, ttl: Duration) -> Result<String, TooMany> {
+    /// Issues an access token for `user`, valid for `ttl`, unless the user already has
+    /// `per_user` live ones.
+    pub fn issue_access(&self, user: &str, ttl: Duration) -> Result<String, TooMany> {
         let now = Instant::now();
         let mut entries = self.lock();
         entries.retain(|_, e| e.expires > now);
-        if kind == Kind::Access {
-            let live = entries
-                .values()
-                .filter(|e| e.kind == Kind::Access && e.user == user)
-                .count();
-            if live >= self.per_user {
-                return Err(TooMany);
-            }
+        let live = entries
+            .values()
+            .filter(|e| e.kind == Kind::Access && e.user == user)
+            .count();
+        if live >= self.per_user {
+            return Err(TooMany);
         }
+        Ok(Self::insert(&mut entries, user, Kind::Access, now + ttl))
+    }
+
+    /// Issues a refresh token for `user`, valid for `ttl` (not capped: each is spent on use).
+    pub fn issue_refresh(&self, user: &str, ttl: Duration) -> String {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.expires > now);
+        Self::insert(&mut entries, user, Kind::Refresh, now + ttl)
+    }
+
+    fn insert(
+        entries: &mut HashMap<String, Entry>,
+        user: &str,
+        kind: Kind,
+        expires: Instant,
+    ) -> String {
         let token = random_token();
-        entries.insert(
-            token.clone(),
-            Entry {
-                user: user.to_owned(),
-                kind,
-                expires: now + ttl,
-            },
-        );
-        Ok(token)
+        let entry = Entry {
+            user: user.to_owned(),
+            kind,
+            expires,
+        };
+        entries.insert(token.clone(), entry);
+        token
     }
 
     /// The user a live token of `kind` belongs to.
@@ -107,20 +121,19 @@ mod tests {
     #[test]
     fn tokens_expire_are_revoked_and_are_capped() {
         let t = Tokens::new(2);
-        let a = t.issue("u", Kind::Access, Duration::from_secs(60)).unwrap();
+        let a = t.issue_access("u", Duration::from_secs(60)).unwrap();
         assert_eq!(t.user(&a, Kind::Access).as_deref(), Some("u"));
         assert_eq!(t.user(&a, Kind::Refresh), None);
-        let _b = t.issue("u", Kind::Access, Duration::from_secs(60)).unwrap();
-        assert_eq!(
-            t.issue("u", Kind::Access, Duration::from_secs(60)),
-            Err(TooMany)
-        );
-        assert!(t.issue("v", Kind::Access, Duration::from_secs(60)).is_ok());
+        let _b = t.issue_access("u", Duration::from_secs(60)).unwrap();
+        assert_eq!(t.issue_access("u", Duration::from_secs(60)), Err(TooMany));
+        assert!(t.issue_access("v", Duration::from_secs(60)).is_ok());
         assert!(t.revoke(&a));
         assert!(!t.revoke(&a));
         assert_eq!(t.user(&a, Kind::Access), None);
-        assert!(t.issue("u", Kind::Access, Duration::from_secs(60)).is_ok());
-        let gone = t.issue("w", Kind::Access, Duration::ZERO).unwrap();
+        assert!(t.issue_access("u", Duration::from_secs(60)).is_ok());
+        let gone = t.issue_access("w", Duration::ZERO).unwrap();
+        let r = t.issue_refresh("u", Duration::from_secs(60));
+        assert_eq!(t.user(&r, Kind::Refresh).as_deref(), Some("u"));
         assert_eq!(t.user(&gone, Kind::Access), None);
         assert_ne!(random_token(), random_token());
         assert_eq!(random_token().len(), 32);

@@ -99,7 +99,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
-        .nest("/openapi/v1.0", yeastar::router(state.clone()))
+        .nest("/openapi/v1.0", yeastar::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

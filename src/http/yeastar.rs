@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::access::{Principal, User};
 use crate::command::{Code, Command, CommandError};
-use crate::tokens::{Kind, TooMany};
+use crate::tokens::Kind;
 
 /// Yeastar's lifetimes and cap.
 pub const ACCESS_TTL: Duration = Duration::from_secs(1800);
@@ -99,7 +99,7 @@ fn command_error(e: &CommandError) -> Answer {
 }
 
 /// The dialect's routes, to be nested under `/openapi/v1.0`.
-pub fn router(state: AppState) -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/get_token", post(get_token))
         .route("/refresh_token", post(refresh_token))
@@ -108,10 +108,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/queue/agent_pause", get(queue_agent_pause))
         .route("/agent/pause", get(agent_pause))
         .fallback(|| async { error(40004, "RESOURCE NOT FOUND") })
-        .layer(middleware::from_fn_with_state(state, require_user_agent))
+        .layer(middleware::from_fn(require_user_agent))
 }
 
-async fn require_user_agent(State(_): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_user_agent(req: Request, next: Next) -> Response {
     if req.headers().get(header::USER_AGENT).is_none() {
         return parameter_error("User-Agent", "required").into_response();
     }
@@ -137,14 +137,10 @@ fn caller(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>,
 
 fn issue_pair(app: &AppState, user: &str) -> Answer {
     let tokens = &app.yeastar_tokens;
-    let access = match tokens.issue(user, Kind::Access, ACCESS_TTL) {
-        Ok(t) => t,
-        Err(TooMany) => return error(10005, "TOO MANY TOKENS"),
+    let Ok(access) = tokens.issue_access(user, ACCESS_TTL) else {
+        return error(10005, "TOO MANY TOKENS");
     };
-    let refresh = match tokens.issue(user, Kind::Refresh, REFRESH_TTL) {
-        Ok(t) => t,
-        Err(TooMany) => return error(10005, "TOO MANY TOKENS"),
-    };
+    let refresh = tokens.issue_refresh(user, REFRESH_TTL);
     success(json!({
         "access_token_expire_time": ACCESS_TTL.as_secs(),
         "access_token": access,
