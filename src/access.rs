@@ -451,6 +451,7 @@ mod tests {
                 .collect(),
             callers: Vec::new(),
             connected_calls: Vec::new(),
+            ringing: Vec::new(),
         };
         let agent = Principal::User(dir.user("tweber").unwrap().clone());
         let boss = Principal::User(dir.user("boss").unwrap().clone());

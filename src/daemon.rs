@@ -18,6 +18,7 @@ use crate::access::Access;
 use crate::ami::client::{self, AmiHandle};
 use crate::command::Commands;
 use crate::config::Config;
+use crate::deadlines::{self, Deadlines};
 use crate::http::{self, AppState};
 use crate::hub::{self, Hub};
 use crate::state::{QueueIds, State};
@@ -41,6 +42,8 @@ pub struct Parts {
     pub access: Arc<Access>,
     /// Agent commands for every front end.
     pub commands: Commands,
+    /// Timed unpause and relogin, persisted.
+    pub deadlines: Arc<Deadlines>,
 }
 
 /// Starts the AMI clients and the state task; they stop when `shutdown` is cancelled.
@@ -82,11 +85,19 @@ pub fn start(
             .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
     );
     let commands = Commands::new(hub.clone(), ami.clone(), access.clone());
+    let deadlines = Deadlines::load(Some(&config.state_dir))?;
+    tasks.spawn(deadlines::run(
+        deadlines.clone(),
+        commands.clone(),
+        hub.clone(),
+        shutdown.clone(),
+    ));
     Ok(Parts {
         hub,
         ami,
         access,
         commands,
+        deadlines,
     })
 }
 
@@ -99,8 +110,7 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let parts = start(&config, &tasks, &shutdown)?;
     let app = AppState::new(
-        parts.hub.clone(),
-        parts.commands.clone(),
+        &parts,
         &config.http.token,
         config.http.max_event_streams,
         shutdown.clone(),

@@ -13,6 +13,7 @@
 //! * [`http`] — the native JSON API and its Server-Sent Events stream;
 //! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
 //! * [`tokens`] — bearer tokens of the vendor dialects;
+//! * [`deadlines`] — timed unpause and relogin (Yeastar's thresholds), persisted;
 //! * [`daemon`] — wires it all together for `main`.
 //!
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
@@ -23,6 +24,7 @@ pub mod ami;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod deadlines;
 pub mod http;
 pub mod hub;
 pub mod replay;

@@ -47,6 +47,10 @@ pub struct CallerFields<'a> {
     pub count: Option<i64>,
     /// `OriginalPosition` of QueueCallerAbandon.
     pub original_position: i64,
+    /// `Exten`: the extension the caller's channel was at — the number it dialled.
+    pub exten: &'a str,
+    /// `ChanVariable: CALLERID(pres)=…`, present when manager.conf's `channelvars` lists it.
+    pub presentation: Option<&'a str>,
 }
 
 /// The member side of Agent* events.
@@ -147,6 +151,11 @@ fn caller_field<'a>(c: &mut CallerFields<'a>, k: &str, v: &'a str) -> bool {
         "Position" => c.position = int(v),
         "Count" => c.count = Some(int(v)),
         "OriginalPosition" => c.original_position = int(v),
+        "Exten" => c.exten = v,
+        "ChanVariable" => match v.strip_prefix("CALLERID(pres)=") {
+            Some(pres) => c.presentation = Some(pres),
+            None => return false,
+        },
         _ => return false,
     }
     true

@@ -31,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::command::Commands;
+use crate::daemon::Parts;
+use crate::deadlines::Deadlines;
 use crate::hub::Hub;
 use crate::state::Queue;
 use crate::tokens::Tokens;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Agent commands, checked and confirmed.
     pub commands: Commands,
+    /// Timed unpause and relogin (Yeastar's thresholds).
+    pub deadlines: Arc<Deadlines>,
     /// Tokens of the Yeastar dialect.
     pub yeastar_tokens: Arc<Tokens>,
     pub token: Arc<str>,
@@ -51,17 +55,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Handler state for a hub.
+    /// Handler state over the daemon's running parts.
     pub fn new(
-        hub: Arc<Hub>,
-        commands: Commands,
+        parts: &Parts,
         token: &str,
         max_streams: usize,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            hub,
-            commands,
+            hub: parts.hub.clone(),
+            commands: parts.commands.clone(),
+            deadlines: parts.deadlines.clone(),
             yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
             token: Arc::from(token),
             streams: Arc::new(Semaphore::new(max_streams)),

@@ -39,8 +39,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::access::{Principal, User};
+use crate::access::{Directory, Principal, User};
 use crate::command::{Code, Command, CommandError};
+use crate::deadlines::{Due, Which, MIN_SECONDS};
+use crate::state::{Member, Queue};
 use crate::tokens::Kind;
 
 /// Yeastar's lifetimes and cap.
@@ -105,7 +107,15 @@ pub fn router() -> Router<AppState> {
         .route("/refresh_token", post(refresh_token))
         .route("/del_token", get(del_token))
         .route("/queue_pause_reason/list", get(pause_reasons))
+        .route("/queue/list", get(queue_list))
+        .route("/queue/search", get(queue_search))
+        .route("/queue/get", get(queue_get))
+        .route("/queue/query", get(queue_query))
+        .route("/queue/call_status", get(call_status))
+        .route("/queue/agent_status", get(agent_status))
+        .route("/queue/agent_login", get(queue_agent_login))
         .route("/queue/agent_pause", get(queue_agent_pause))
+        .route("/agent/login", get(agent_login))
         .route("/agent/pause", get(agent_pause))
         .fallback(|| async { error(40004, "RESOURCE NOT FOUND") })
         .layer(middleware::from_fn(require_user_agent))
@@ -235,14 +245,24 @@ fn operation(params: &HashMap<String, String>) -> Result<bool, Answer> {
     }
 }
 
-/// Auto-unpause after a delay is not done yet: refuse rather than silently ignore it.
-fn no_threshold(params: &HashMap<String, String>) -> Result<(), Answer> {
-    match params
-        .get("max_threshold_for_pause_time")
-        .map(String::as_str)
-    {
-        None | Some("") | Some("0") => Ok(()),
-        Some(v) => Err(parameter_error("max_threshold_for_pause_time", v)),
+/// A threshold parameter: absent or 0 = none, else at least [`MIN_SECONDS`] seconds.
+fn threshold(params: &HashMap<String, String>, key: &str) -> Result<u64, Answer> {
+    match params.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(0),
+        Some(v) => match v.parse::<u64>() {
+            Ok(0) => Ok(0),
+            Ok(n) if n >= MIN_SECONDS => Ok(n),
+            _ => Err(parameter_error(key, v)),
+        },
+    }
+}
+
+/// A 0/1 flag parameter, 0 when absent.
+fn flag(params: &HashMap<String, String>, key: &str) -> Result<bool, Answer> {
+    match params.get(key).map(|v| v.trim()) {
+        None | Some("") | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(parameter_error(key, v)),
     }
 }
 
@@ -271,15 +291,54 @@ fn queue_by_id(app: &AppState, id: &str) -> Result<(String, String), Answer> {
         .ok_or_else(|| error(40004, "RESOURCE NOT FOUND"))
 }
 
+/// The state's sequence number now: changes after it are news to a deadline set now.
+fn seq(app: &AppState) -> u64 {
+    app.hub.read(|s| s.seq)
+}
+
+/// Runs one command for `who` on `agent`'s server, as a Yeastar answer.
+async fn run(
+    app: &AppState,
+    who: &Principal,
+    agent: &User,
+    command: Command,
+) -> Result<(), Answer> {
+    app.commands
+        .execute(who, &agent.server, command)
+        .await
+        .map(|_| ())
+        .map_err(|e| command_error(&e))
+}
+
+/// The queues `interface` is a member of on `server` (all of them when `dynamic_only` is false).
+fn member_queues(app: &AppState, server: &str, interface: &str, dynamic_only: bool) -> Vec<String> {
+    app.hub.read(|s| {
+        s.servers.get(server).map_or_else(Vec::new, |srv| {
+            srv.queues
+                .values()
+                .filter(|q| {
+                    q.members
+                        .get(interface)
+                        .is_some_and(|m| !dynamic_only || m.membership != "static")
+                })
+                .map(|q| q.name.to_string())
+                .collect()
+        })
+    })
+}
+
+/// Pauses or unpauses `agent` in `queues` (`None`: every queue it is a member of), then sets or
+/// clears the auto-unpause deadline of each.
 async fn pause(
     app: &AppState,
     who: &Principal,
     agent: &User,
-    queue: Option<String>,
+    queues: Option<Vec<String>>,
     paused: bool,
     reason: &str,
+    unpause_after: u64,
 ) -> Result<(), Answer> {
-    let command = Command::Pause {
+    let command = |queue| Command::Pause {
         queue,
         interface: agent.interface.clone(),
         paused,
@@ -289,77 +348,613 @@ async fn pause(
             String::new()
         },
     };
-    app.commands
-        .execute(who, &agent.server, command)
-        .await
-        .map(|_| ())
-        .map_err(|e| command_error(&e))
+    let queues = match queues {
+        Some(qs) => {
+            for q in &qs {
+                run(app, who, agent, command(Some(q.clone()))).await?;
+            }
+            qs
+        }
+        None => {
+            run(app, who, agent, command(None)).await?;
+            member_queues(app, &agent.server, &agent.interface, false)
+        }
+    };
+    let seq = seq(app);
+    for q in &queues {
+        if paused && unpause_after > 0 {
+            let (server, iface) = (&agent.server, &agent.interface);
+            app.deadlines
+                .set(server, q, iface, Due::Unpause, unpause_after, seq);
+        } else {
+            app.deadlines
+                .cancel(&agent.server, q, &agent.interface, Which::Pause);
+        }
+    }
+    Ok(())
+}
+
+/// What a login or logout asks, beyond who and where.
+struct LoginRequest {
+    login: bool,
+    paused: bool,
+    reason: String,
+    unpause_after: u64,
+    relogin_after: u64,
+}
+
+impl LoginRequest {
+    fn parse(params: &HashMap<String, String>) -> Result<Self, Answer> {
+        let login = match params.get("operation").map(String::as_str) {
+            Some("login") => true,
+            Some("logout") => false,
+            Some(other) => return Err(parameter_error("operation", other)),
+            None => return Err(parameter_error("operation", "required")),
+        };
+        Ok(Self {
+            login,
+            paused: flag(params, "is_paused")?,
+            reason: params.get("reason").cloned().unwrap_or_default(),
+            unpause_after: threshold(params, "max_threshold_for_pause_time")?,
+            relogin_after: threshold(params, "max_threshold_for_logout_time")?,
+        })
+    }
+}
+
+/// Logs `agent` in to or out of `queue` as a dynamic member, with the thresholds asked for.
+async fn login(
+    app: &AppState,
+    who: &Principal,
+    agent: &User,
+    queue: &str,
+    r: &LoginRequest,
+) -> Result<(), Answer> {
+    let (server, iface) = (agent.server.as_str(), agent.interface.as_str());
+    if r.login {
+        let command = Command::Login {
+            queue: queue.to_owned(),
+            interface: iface.to_owned(),
+            member_name: agent.display_name.clone(),
+            state_interface: agent.state_interface.clone(),
+            penalty: 0,
+            paused: r.paused.then(|| r.reason.clone()),
+        };
+        run(app, who, agent, command).await?;
+        app.deadlines.cancel(server, queue, iface, Which::Logout);
+        if r.paused && r.unpause_after > 0 {
+            let seq = seq(app);
+            app.deadlines
+                .set(server, queue, iface, Due::Unpause, r.unpause_after, seq);
+        }
+        return Ok(());
+    }
+    // Log back in as the member was: name, state interface and penalty.
+    let member = app
+        .hub
+        .read(|s| s.queue(server, queue)?.members.get(iface).cloned());
+    let relogin = Due::Relogin {
+        member_name: member
+            .as_ref()
+            .map_or(agent.display_name.clone(), |m| m.name.clone()),
+        state_interface: member
+            .as_ref()
+            .map_or(agent.state_interface.clone(), |m| m.state_interface.clone()),
+        penalty: member.as_ref().map_or(0, |m| m.penalty),
+    };
+    let command = Command::Logout {
+        queue: queue.to_owned(),
+        interface: iface.to_owned(),
+    };
+    run(app, who, agent, command).await?;
+    app.deadlines.cancel(server, queue, iface, Which::Pause);
+    if r.relogin_after > 0 {
+        let seq = seq(app);
+        app.deadlines
+            .set(server, queue, iface, relogin, r.relogin_after, seq);
+    }
+    Ok(())
+}
+
+/// Every agent of a comma-separated id list, resolved before anything is done, so a bad id
+/// changes nothing.
+fn agents(app: &AppState, ids: &str) -> Result<Vec<Arc<User>>, Answer> {
+    ids.split(',').map(|id| agent(app, id)).collect()
+}
+
+fn required<'p>(params: &'p HashMap<String, String>, key: &str) -> Result<&'p str, Answer> {
+    params
+        .get(key)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| parameter_error(key, "required"))
+}
+
+/// `ext_id`: an integer extension ID of a configured agent.
+fn ext_id(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>, Answer> {
+    let id = required(params, "ext_id")?;
+    if id.parse::<u64>().is_err() {
+        return Err(parameter_error("ext_id", id));
+    }
+    agent(app, id)
+}
+
+/// `queue_ids`: the queue names of a comma-separated id list, or `None` when absent.
+fn queue_ids(
+    app: &AppState,
+    params: &HashMap<String, String>,
+) -> Result<Option<Vec<String>>, Answer> {
+    match params.get("queue_ids").filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(ids) => ids
+            .split(',')
+            .map(|id| queue_by_id(app, id).map(|(_, q)| q))
+            .collect::<Result<_, _>>()
+            .map(Some),
+    }
+}
+
+/// Wraps a handler's `Result` into the answer: `{errcode: 0}` on success.
+fn done(result: Result<(), Answer>) -> Answer {
+    match result {
+        Ok(()) => success(json!({})),
+        Err(a) => a,
+    }
 }
 
 /// `queue/agent_pause?ext_ids=73,85&queue_id=2&operation=pause&reason=*01`
 async fn queue_agent_pause(State(app): State<AppState>, Query(params): Params) -> Answer {
-    match queue_agent_pause_inner(&app, &params).await {
-        Ok(()) => success(json!({})),
-        Err(a) => a,
-    }
-}
-
-async fn queue_agent_pause_inner(
-    app: &AppState,
-    params: &HashMap<String, String>,
-) -> Result<(), Answer> {
-    let who = Principal::User(caller(app, params)?);
-    let paused = operation(params)?;
-    no_threshold(params)?;
-    let ext_ids = params
-        .get("ext_ids")
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| parameter_error("ext_ids", "required"))?;
-    let queue_id = params
-        .get("queue_id")
-        .ok_or_else(|| parameter_error("queue_id", "required"))?;
-    let (_, queue) = queue_by_id(app, queue_id)?;
-    let reason = params.get("reason").map_or("", String::as_str);
-    // Resolve every agent before acting, so a bad id changes nothing.
-    let agents = ext_ids
-        .split(',')
-        .map(|id| agent(app, id))
-        .collect::<Result<Vec<_>, _>>()?;
-    for a in &agents {
-        pause(app, &who, a, Some(queue.clone()), paused, reason).await?;
-    }
-    Ok(())
+    done(
+        async {
+            let who = Principal::User(caller(&app, &params)?);
+            let paused = operation(&params)?;
+            let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
+            let ext_ids = required(&params, "ext_ids")?;
+            let (_, queue) = queue_by_id(&app, required(&params, "queue_id")?)?;
+            let reason = params.get("reason").map_or("", String::as_str);
+            for a in &agents(&app, ext_ids)? {
+                let qs = Some(vec![queue.clone()]);
+                pause(&app, &who, a, qs, paused, reason, unpause_after).await?;
+            }
+            Ok(())
+        }
+        .await,
+    )
 }
 
 /// `agent/pause?ext_id=85&queue_ids=1,2&operation=pause&reason=*01` (no queue_ids = all).
 async fn agent_pause(State(app): State<AppState>, Query(params): Params) -> Answer {
-    match agent_pause_inner(&app, &params).await {
-        Ok(()) => success(json!({})),
+    done(
+        async {
+            let who = Principal::User(caller(&app, &params)?);
+            let paused = operation(&params)?;
+            let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
+            let agent = ext_id(&app, &params)?;
+            let queues = queue_ids(&app, &params)?;
+            let reason = params.get("reason").map_or("", String::as_str);
+            pause(&app, &who, &agent, queues, paused, reason, unpause_after).await
+        }
+        .await,
+    )
+}
+
+/// `queue/agent_login?ext_ids=21,24&queue_id=1&operation=login&is_paused=1&…`
+async fn queue_agent_login(State(app): State<AppState>, Query(params): Params) -> Answer {
+    done(
+        async {
+            let who = Principal::User(caller(&app, &params)?);
+            let request = LoginRequest::parse(&params)?;
+            let ext_ids = required(&params, "ext_ids")?;
+            let (_, queue) = queue_by_id(&app, required(&params, "queue_id")?)?;
+            for a in &agents(&app, ext_ids)? {
+                login(&app, &who, a, &queue, &request).await?;
+            }
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// `agent/login?ext_id=85&queue_ids=1,2&operation=login` — no queue_ids: log in to every
+/// queue the agent may join (its `queues`), or out of every queue it is a dynamic member of.
+async fn agent_login(State(app): State<AppState>, Query(params): Params) -> Answer {
+    done(
+        async {
+            let who = Principal::User(caller(&app, &params)?);
+            let request = LoginRequest::parse(&params)?;
+            let agent = ext_id(&app, &params)?;
+            let queues = match queue_ids(&app, &params)? {
+                Some(qs) => qs,
+                None if request.login => agent.queues.iter().cloned().collect(),
+                None => member_queues(&app, &agent.server, &agent.interface, true),
+            };
+            for q in &queues {
+                login(&app, &who, &agent, q, &request).await?;
+            }
+            Ok(())
+        }
+        .await,
+    )
+}
+
+// ---- Queries -------------------------------------------------------------------------------
+
+/// Yeastar's `ring_strategy` for an Asterisk strategy (the closest of Yeastar's six).
+fn ring_strategy(strategy: &str) -> &'static str {
+    match strategy {
+        "leastrecent" => "least_recent",
+        "fewestcalls" => "fewest_calls",
+        "random" | "wrandom" => "random",
+        "rrmemory" | "rrordered" | "roundrobin" => "rrmemory",
+        "linear" => "linear",
+        _ => "ring_all",
+    }
+}
+
+/// Yeastar's `call_status` of a member, from its device state (ami.md §2.1): 0 unknown,
+/// 1 idle, 2 in a call, 3 ringing, 4 ringing while in a call, 5 held by the other party
+/// (Asterisk's ON_HOLD is the state of the held device).
+fn device_call_status(status: i64) -> i64 {
+    match status {
+        1 => 1,
+        2 | 3 => 2,
+        6 => 3,
+        7 => 4,
+        8 => 5,
+        _ => 0,
+    }
+}
+
+/// The extension number of an interface nobody configured: `PJSIP/201` → `201`,
+/// `Local/340@agents/n` → `340`.
+fn extension_of(interface: &str) -> &str {
+    let rest = interface.split_once('/').map_or(interface, |(_, r)| r);
+    rest.split(['@', '/']).next().unwrap_or(rest)
+}
+
+/// (name, extension number) of a member: the configured user's, else Asterisk's.
+fn identity(directory: &Directory, server: &str, member: &Member) -> (String, String) {
+    match directory
+        .users()
+        .find(|u| u.server == server && u.interface == member.interface)
+    {
+        Some(u) if !u.extension.is_empty() => (u.display_name.clone(), u.extension.clone()),
+        Some(u) => (
+            u.display_name.clone(),
+            extension_of(&u.interface).to_owned(),
+        ),
+        None => (
+            member.name.clone(),
+            extension_of(&member.interface).to_owned(),
+        ),
+    }
+}
+
+fn list_item(name: &str, number: &str) -> Value {
+    json!({ "text": name, "text2": number, "value": number, "type": "extension" })
+}
+
+/// One queue as `queue/list` shows it.
+fn queue_item(directory: &Directory, q: &Queue) -> Value {
+    let server = &*q.server;
+    let mut dynamic = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    let mut statics = Vec::new();
+    for m in q.members.values() {
+        let (name, number) = identity(directory, server, m);
+        listed.insert(m.interface.as_str());
+        if m.membership == "static" {
+            statics.push(list_item(&name, &number));
+        } else {
+            dynamic.push(list_item(&name, &number));
+        }
+    }
+    let mut managers = Vec::new();
+    for u in directory.users().filter(|u| u.server == server) {
+        let number = if u.extension.is_empty() {
+            extension_of(&u.interface)
+        } else {
+            &u.extension
+        };
+        if u.queues.contains(&*q.name) && !listed.contains(u.interface.as_str()) {
+            dynamic.push(list_item(&u.display_name, number));
+        }
+        if u.supervisor {
+            managers.push(list_item(&u.display_name, number));
+        }
+    }
+    json!({
+        "id": q.id,
+        "number": &*q.name,
+        "name": &*q.name,
+        "ring_strategy": ring_strategy(&q.stats.strategy),
+        "dynamic_agent_list": dynamic,
+        "static_agent_list": statics,
+        "manager_list": managers,
+    })
+}
+
+/// The queues `who` may see, as `queue/list` items.
+fn visible_queues(app: &AppState, who: &Principal) -> Vec<Value> {
+    let directory = app.commands.access().directory();
+    app.hub.read(|s| {
+        s.queues()
+            .filter(|q| who.can_see(q))
+            .map(|q| queue_item(&directory, q))
+            .collect()
+    })
+}
+
+/// `page`, `page_size`, `sort_by`, `order_by` applied to list items.
+fn page(params: &HashMap<String, String>, mut items: Vec<Value>) -> Result<Value, Answer> {
+    let number = |key: &str| -> Result<Option<usize>, Answer> {
+        match params.get(key).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(parameter_error(key, v)),
+            },
+        }
+    };
+    let page = number("page")?.unwrap_or(1);
+    let size = number("page_size")?;
+    let key = match params.get("sort_by").map(String::as_str) {
+        None | Some("") => "id",
+        Some(k @ ("id" | "number" | "name" | "ring_strategy")) => k,
+        Some(other) => return Err(parameter_error("sort_by", other)),
+    };
+    let descending = match params.get("order_by").map(String::as_str) {
+        None | Some("") | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(parameter_error("order_by", other)),
+    };
+    items.sort_by(|a, b| {
+        let order = match (a[key].as_u64(), b[key].as_u64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => a[key].as_str().cmp(&b[key].as_str()),
+        };
+        if descending {
+            order.reverse()
+        } else {
+            order
+        }
+    });
+    let total = items.len();
+    let shown: Vec<Value> = match size {
+        Some(size) => items
+            .into_iter()
+            .skip((page - 1).saturating_mul(size))
+            .take(size)
+            .collect(),
+        None => items,
+    };
+    Ok(json!({ "total_number": total, "queue_list": shown }))
+}
+
+/// `queue/list?page=&page_size=&sort_by=&order_by=`
+async fn queue_list(State(app): State<AppState>, Query(params): Params) -> Answer {
+    let who = match caller(&app, &params) {
+        Ok(u) => Principal::User(u),
+        Err(a) => return a,
+    };
+    match page(&params, visible_queues(&app, &who)) {
+        Ok(v) => success(v),
         Err(a) => a,
     }
 }
 
-async fn agent_pause_inner(app: &AppState, params: &HashMap<String, String>) -> Result<(), Answer> {
-    let who = Principal::User(caller(app, params)?);
-    let paused = operation(params)?;
-    no_threshold(params)?;
-    let ext_id = params
-        .get("ext_id")
-        .ok_or_else(|| parameter_error("ext_id", "required"))?;
-    if ext_id.trim().parse::<u64>().is_err() {
-        return Err(parameter_error("ext_id", ext_id));
-    }
-    let agent = agent(app, ext_id)?;
-    let reason = params.get("reason").map_or("", String::as_str);
-    let queues: Vec<String> = match params.get("queue_ids").filter(|v| !v.trim().is_empty()) {
-        None => return pause(app, &who, &agent, None, paused, reason).await,
-        Some(ids) => ids
-            .split(',')
-            .map(|id| queue_by_id(app, id).map(|(_, q)| q))
-            .collect::<Result<_, _>>()?,
+/// `queue/search?search_value=…` — a case-insensitive match on number or name.
+async fn queue_search(State(app): State<AppState>, Query(params): Params) -> Answer {
+    let who = match caller(&app, &params) {
+        Ok(u) => Principal::User(u),
+        Err(a) => return a,
     };
-    for q in queues {
-        pause(app, &who, &agent, Some(q), paused, reason).await?;
+    let needle = params
+        .get("search_value")
+        .map(|v| v.trim().to_lowercase())
+        .unwrap_or_default();
+    let found = visible_queues(&app, &who)
+        .into_iter()
+        .filter(|q| {
+            ["number", "name"].iter().any(|k| {
+                q[*k]
+                    .as_str()
+                    .is_some_and(|v| v.to_lowercase().contains(&needle))
+            })
+        })
+        .collect();
+    match page(&params, found) {
+        Ok(v) => success(v),
+        Err(a) => a,
     }
-    Ok(())
+}
+
+/// A visible queue by `id`, read with `f`.
+fn with_queue<R>(
+    app: &AppState,
+    who: &Principal,
+    id: &str,
+    key: &str,
+    f: impl FnOnce(&Queue) -> R,
+) -> Result<R, Answer> {
+    let id: u64 = id.parse().map_err(|_| parameter_error(key, id))?;
+    app.hub.read(|s| match s.queues().find(|q| q.id == id) {
+        None => Err(error(40004, "RESOURCE NOT FOUND")),
+        Some(q) if !who.can_see(q) => Err(error(20001, "PERMISSION DENIED")),
+        Some(q) => Ok(f(q)),
+    })
+}
+
+/// `queue/get?id=3`
+async fn queue_get(State(app): State<AppState>, Query(params): Params) -> Answer {
+    let result = (|| {
+        let who = Principal::User(caller(&app, &params)?);
+        let directory = app.commands.access().directory();
+        with_queue(&app, &who, required(&params, "id")?, "id", |q| {
+            queue_item(&directory, q)
+        })
+    })();
+    match result {
+        Ok(data) => success(json!({ "data": data })),
+        Err(a) => a,
+    }
+}
+
+/// `queue/query?ids=1,2`
+async fn queue_query(State(app): State<AppState>, Query(params): Params) -> Answer {
+    let result = (|| {
+        let who = Principal::User(caller(&app, &params)?);
+        let directory = app.commands.access().directory();
+        required(&params, "ids")?
+            .split(',')
+            .map(|id| with_queue(&app, &who, id.trim(), "ids", |q| queue_item(&directory, q)))
+            .collect::<Result<Vec<_>, _>>()
+    })();
+    match result {
+        Ok(data) => success(json!({ "data": data })),
+        Err(a) => a,
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `queue/call_status?id=3`: waiting, ringing and connected calls.
+fn call_lists(app: &AppState, params: &HashMap<String, String>) -> Result<Value, Answer> {
+    let who = Principal::User(caller(app, params)?);
+    let directory = app.commands.access().directory();
+    let now = now_secs();
+    with_queue(app, &who, required(params, "id")?, "id", |q| {
+        let waiting: Vec<Value> = q
+            .callers
+            .iter()
+            .map(|c| {
+                json!({
+                    "call_id": c.uniqueid,
+                    "caller_number": c.caller_id_num,
+                    "caller_display_name": c.caller_id_name,
+                    "callee_number": &*q.name,
+                    "callee_display_name": &*q.name,
+                    "duration": (now - c.entered).max(0),
+                })
+            })
+            .collect();
+        let member = |interface: &str| -> (String, String) {
+            match q.members.get(interface) {
+                Some(m) => identity(&directory, &q.server, m),
+                None => (interface.to_owned(), extension_of(interface).to_owned()),
+            }
+        };
+        let ringing: Vec<Value> = q
+            .ringing
+            .iter()
+            .filter_map(|r| {
+                let c = q.callers.iter().find(|c| c.uniqueid == r.uniqueid)?;
+                let (name, number) = member(&r.interface);
+                Some(json!({
+                    "call_id": c.uniqueid,
+                    "caller_number": c.caller_id_num,
+                    "caller_display_name": c.caller_id_name,
+                    "callee_number": number,
+                    "callee_display_name": name,
+                    "duration": (now - r.since).max(0),
+                }))
+            })
+            .collect();
+        let active: Vec<Value> = q
+            .connected_calls
+            .iter()
+            .map(|c| {
+                let (name, number) = member(&c.interface);
+                json!({
+                    "call_id": c.uniqueid,
+                    "caller_number": c.caller_id_num,
+                    "caller_display_name": c.caller_id_name,
+                    "callee_number": number,
+                    "callee_display_name": name,
+                    "duration": (now - c.connected_at).max(0),
+                })
+            })
+            .collect();
+        json!({
+            "waiting_calls": waiting.len(),
+            "waiting_list": waiting,
+            "ringing_calls": ringing.len(),
+            "ringing_list": ringing,
+            "active_calls": active.len(),
+            "active_list": active,
+        })
+    })
+}
+
+async fn call_status(State(app): State<AppState>, Query(params): Params) -> Answer {
+    match call_lists(&app, &params) {
+        Ok(v) => success(v),
+        Err(a) => a,
+    }
+}
+
+/// `queue/agent_status?id=3`: every member, and every configured dynamic agent of the queue
+/// who is logged out (`is_login` 0).
+async fn agent_status(State(app): State<AppState>, Query(params): Params) -> Answer {
+    let result = (|| {
+        let who = Principal::User(caller(&app, &params)?);
+        let directory = app.commands.access().directory();
+        let deadlines = &app.deadlines;
+        with_queue(&app, &who, required(&params, "id")?, "id", |q| {
+            let server = &*q.server;
+            let thresholds = |interface: &str| {
+                (
+                    deadlines.threshold(server, &q.name, interface, Which::Pause),
+                    deadlines.threshold(server, &q.name, interface, Which::Logout),
+                )
+            };
+            let mut data = Vec::new();
+            for m in q.members.values() {
+                let (name, number) = identity(&directory, server, m);
+                let (pause, logout) = thresholds(&m.interface);
+                data.push(json!({
+                    "name": name,
+                    "number": number,
+                    "is_login": 1,
+                    "is_pause": i64::from(m.paused),
+                    "call_status": device_call_status(m.status),
+                    "pause_reason": if m.paused { m.paused_reason.as_str() } else { "" },
+                    "agent_type": if m.membership == "static" { "static" } else { "dynamic" },
+                    "max_threshold_for_pause_time": pause,
+                    "max_threshold_for_logout_time": logout,
+                }));
+            }
+            for u in directory.users().filter(|u| {
+                u.server == server
+                    && u.queues.contains(&*q.name)
+                    && !q.members.contains_key(&u.interface)
+            }) {
+                let (pause, logout) = thresholds(&u.interface);
+                let number = if u.extension.is_empty() {
+                    extension_of(&u.interface)
+                } else {
+                    &u.extension
+                };
+                data.push(json!({
+                    "name": u.display_name,
+                    "number": number,
+                    "is_login": 0,
+                    "is_pause": 0,
+                    "call_status": 0,
+                    "pause_reason": "",
+                    "agent_type": "dynamic",
+                    "max_threshold_for_pause_time": pause,
+                    "max_threshold_for_logout_time": logout,
+                }));
+            }
+            data
+        })
+    })();
+    match result {
+        Ok(data) => success(json!({ "total_number": data.len(), "data": data })),
+        Err(a) => a,
+    }
 }

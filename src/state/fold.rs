@@ -9,7 +9,7 @@ use crate::ami::Event;
 use super::model::status_name;
 use super::{
     Caller, Change, ChangeKind, ConnectedCall, Input, LinkChange, Member, Queue, QueueStats,
-    QueueStatus, Scope, State, What,
+    QueueStatus, Ringing, Scope, State, What,
 };
 
 /// Folds one input into the state and returns what changed, in order.
@@ -139,8 +139,15 @@ fn caller_from(c: &CallerFields<'_>) -> Caller {
         caller_id_name: caller_id(c.caller_id_name),
         connected_line_num: caller_id(c.connected_line_num),
         connected_line_name: caller_id(c.connected_line_name),
+        dialled: c.exten.to_owned(),
+        privacy: withheld(c.presentation),
         ..Caller::default()
     }
+}
+
+/// `CALLERID(pres)` values starting with `prohib` withhold the number.
+fn withheld(presentation: Option<&str>) -> bool {
+    presentation.is_some_and(|p| p.starts_with("prohib"))
 }
 
 fn renumber(callers: &mut [Caller]) {
@@ -171,6 +178,7 @@ impl Fold<'_> {
                 members: BTreeMap::new(),
                 callers: Vec::new(),
                 connected_calls: Vec::new(),
+                ringing: Vec::new(),
             };
             self.push(ChangeKind::QueueUpdated {
                 queue: queue.name.clone(),
@@ -228,7 +236,21 @@ impl Fold<'_> {
                 }
             }
             Event::AgentCalled(a) => {
-                let queue = self.queue(state, a.caller.queue).name.clone();
+                let at = self.at_secs;
+                let q = self.queue(state, a.caller.queue);
+                let waiting = q.callers.iter().any(|c| c.uniqueid == a.caller.uniqueid);
+                let known = q
+                    .ringing
+                    .iter()
+                    .any(|r| r.uniqueid == a.caller.uniqueid && r.interface == a.interface);
+                if waiting && !known {
+                    q.ringing.push(Ringing {
+                        uniqueid: a.caller.uniqueid.to_owned(),
+                        interface: a.interface.to_owned(),
+                        since: at,
+                    });
+                }
+                let queue = q.name.clone();
                 self.push(ChangeKind::AgentCalled {
                     queue,
                     interface: a.interface.to_owned(),
@@ -236,7 +258,10 @@ impl Fold<'_> {
                 })
             }
             Event::AgentRingNoAnswer(a) => {
-                let queue = self.queue(state, a.caller.queue).name.clone();
+                let q = self.queue(state, a.caller.queue);
+                q.ringing
+                    .retain(|r| r.uniqueid != a.caller.uniqueid || r.interface != a.interface);
+                let queue = q.name.clone();
                 self.push(ChangeKind::AgentRingNoAnswer {
                     queue,
                     interface: a.interface.to_owned(),
@@ -322,6 +347,7 @@ impl Fold<'_> {
             return;
         };
         let old = q.callers.remove(i);
+        q.ringing.retain(|r| r.uniqueid != old.uniqueid);
         renumber(&mut q.callers);
         q.stats.calls = q.callers.len() as i64;
         self.push(ChangeKind::CallerLeft {
@@ -347,6 +373,12 @@ impl Fold<'_> {
     }
 
     fn agent_connect(&mut self, state: &mut State, a: &AgentFields<'_>) {
+        let q = self.queue(state, a.caller.queue);
+        q.ringing.retain(|r| r.uniqueid != a.caller.uniqueid);
+        let (dialled, privacy) = match q.callers.iter().find(|c| c.uniqueid == a.caller.uniqueid) {
+            Some(c) => (c.dialled.clone(), c.privacy),
+            None => (a.caller.exten.to_owned(), withheld(a.caller.presentation)),
+        };
         let call = ConnectedCall {
             uniqueid: a.caller.uniqueid.to_owned(),
             channel: a.caller.channel.to_owned(),
@@ -358,6 +390,8 @@ impl Fold<'_> {
             hold_time: a.hold_time,
             ring_time: a.ring_time,
             connected_at: self.at_secs,
+            dialled,
+            privacy,
         };
         let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
@@ -508,6 +542,8 @@ impl Fold<'_> {
             match q.callers.iter().find(|c| c.uniqueid == e.caller.uniqueid) {
                 Some(old) => {
                     caller.linkedid = old.linkedid.clone();
+                    caller.dialled = old.dialled.clone();
+                    caller.privacy = old.privacy;
                     caller.entered = old.entered;
                     caller.abandoned = old.abandoned;
                 }
@@ -540,6 +576,8 @@ impl Fold<'_> {
             }
         }
         q.callers = callers;
+        let waiting: BTreeSet<&str> = q.callers.iter().map(|c| c.uniqueid.as_str()).collect();
+        q.ringing.retain(|r| waiting.contains(r.uniqueid.as_str()));
 
         let mut stats = stats_from(p);
         stats.calls = q.callers.len() as i64;

@@ -24,8 +24,8 @@ pub use change::{Change, ChangeKind};
 pub use fold::apply;
 pub use ids::QueueIds;
 pub use model::{
-    status_name, Caller, ConnectedCall, Link, Member, Queue, QueueStats, Server, ServerView,
-    Snapshot, State,
+    status_name, Caller, ConnectedCall, Link, Member, Queue, QueueStats, Ringing, Server,
+    ServerView, Snapshot, State,
 };
 
 use crate::ami::Message;

@@ -81,6 +81,19 @@ pub struct Queue {
     pub callers: Vec<Caller>,
     /// Calls answered by a member and not yet completed (AgentConnect → AgentComplete).
     pub connected_calls: Vec<ConnectedCall>,
+    /// Members being rung for a waiting caller (AgentCalled until answer, no answer or leave).
+    pub ringing: Vec<Ringing>,
+}
+
+/// A member being rung for a waiting caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ringing {
+    /// The caller's `Uniqueid`.
+    pub uniqueid: String,
+    /// The member's `Interface`.
+    pub interface: String,
+    /// Epoch seconds of the AgentCalled.
+    pub since: i64,
 }
 
 fn values<S: Serializer>(map: &BTreeMap<String, Member>, s: S) -> Result<S::Ok, S::Error> {
@@ -153,6 +166,11 @@ pub struct Caller {
     pub entered: i64,
     /// `QUEUE_PRIO`, from QueueStatus.
     pub priority: i64,
+    /// The extension the caller dialled into the queue (`Exten` of QueueCallerJoin).
+    pub dialled: String,
+    /// The caller withheld their number (`CALLERID(pres)` is `prohib…`; needs
+    /// `channelvars = CALLERID(pres)` in manager.conf, false without it).
+    pub privacy: bool,
     /// Set by QueueCallerAbandon, which precedes the caller's QueueCallerLeave.
     #[serde(skip)]
     pub abandoned: bool,
@@ -177,6 +195,9 @@ pub struct ConnectedCall {
     pub ring_time: i64,
     /// Epoch seconds of the AgentConnect.
     pub connected_at: i64,
+    /// Carried over from the waiting caller (see [`Caller`]).
+    pub dialled: String,
+    pub privacy: bool,
 }
 
 /// Serialisable view of the whole state: what `GET /api/v1/queues` and SSE snapshots carry.

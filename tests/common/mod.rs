@@ -78,6 +78,17 @@ impl Bridge {
         Self::start_configured(&[server], None, extra)
     }
 
+    /// Like [`Bridge::start_extra`], reusing a state directory (a restart).
+    pub fn start_extra_in(port: u16, extra: &str, state_dir: tempfile::TempDir) -> Self {
+        let server = Server {
+            id: "pbx1",
+            port,
+            secret: asterisk::SECRET,
+            auth: "md5",
+        };
+        Self::start_configured(&[server], Some(state_dir), extra)
+    }
+
     fn start_configured(
         servers: &[Server<'_>],
         state_dir: Option<tempfile::TempDir>,
