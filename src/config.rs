@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::access::{Directory, PauseReason, UserConfig};
 use crate::ami::client::{Auth, ClientConfig};
 use crate::ami::DEFAULT_MAX_FRAME;
+use crate::history::HistoryConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,9 @@ pub struct Config {
     /// Reasons an agent may give for a pause.
     #[serde(default)]
     pub pause_reasons: Vec<PauseReason>,
+    /// Call history retention.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// One `[[ami]]` entry.

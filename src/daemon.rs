@@ -19,6 +19,7 @@ use crate::ami::client::{self, AmiHandle};
 use crate::command::Commands;
 use crate::config::Config;
 use crate::deadlines::{self, Deadlines};
+use crate::history::{self, History};
 use crate::http::{self, AppState};
 use crate::hub::{self, Hub};
 use crate::state::{QueueIds, State};
@@ -44,6 +45,8 @@ pub struct Parts {
     pub commands: Commands,
     /// Timed unpause and relogin, persisted.
     pub deadlines: Arc<Deadlines>,
+    /// Calls that left a queue.
+    pub history: History,
 }
 
 /// Starts the AMI clients and the state task; they stop when `shutdown` is cancelled.
@@ -92,12 +95,15 @@ pub fn start(
         hub.clone(),
         shutdown.clone(),
     ));
+    let history = History::open(&config.state_dir, &config.history)?;
+    tasks.spawn(history::run(history.clone(), hub.clone(), shutdown.clone()));
     Ok(Parts {
         hub,
         ami,
         access,
         commands,
         deadlines,
+        history,
     })
 }
 

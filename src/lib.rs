@@ -13,6 +13,7 @@
 //! * [`http`] — the native JSON API and its Server-Sent Events stream;
 //! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
 //! * [`tokens`] — bearer tokens of the vendor dialects;
+//! * [`history`] — the call history in SQLite, written from the change stream;
 //! * [`deadlines`] — timed unpause and relogin (Yeastar's thresholds), persisted;
 //! * [`daemon`] — wires it all together for `main`.
 //!
@@ -25,6 +26,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod deadlines;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod replay;

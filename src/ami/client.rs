@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::demux::{Demux, Reply, Routed};
-use super::event::is_queue_event;
+use super::event::{is_queue_event, queue_result};
 use super::{AmiCodec, Frame, Message};
 use crate::state::{Input, LinkChange, QueueStatus, Scope, What};
 
@@ -396,7 +396,7 @@ impl<'a> Session<'a> {
             login.push("Secret", &self.cfg.secret);
         }
         // Only what the fold reads: agent (Queue*, Agent*) and system (FullyBooted, Reload).
-        login.push("Events", "agent,system");
+        login.push("Events", "agent,system,call");
         let id = self.action_id(".auth");
         login.push("ActionID", &id);
         self.write(login);
@@ -601,6 +601,7 @@ impl<'a> Session<'a> {
                         }
                         self.report(What::Event(m)).await;
                     }
+                    "Hangup" if queue_result(&m).is_some() => self.report(What::Event(m)).await,
                     _ => {}
                 }
                 None

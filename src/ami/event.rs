@@ -126,7 +126,21 @@ pub enum Event<'a> {
     },
     /// `Shutdown`: the state will be gone.
     Shutdown,
+    /// `Hangup` of a channel that ran `Queue()`, with the `QUEUESTATUS` it left with (needs
+    /// `channelvars = QUEUESTATUS` in manager.conf and the `call` class).
+    Hangup {
+        uniqueid: &'a str,
+        queue_status: &'a str,
+    },
     Other,
+}
+
+/// The `QUEUESTATUS` a Hangup carries as a channel variable (TIMEOUT, LEAVEEMPTY, …), if any.
+pub fn queue_result(m: &Message) -> Option<&str> {
+    m.headers()
+        .filter(|(k, _)| *k == "ChanVariable")
+        .find_map(|(_, v)| v.strip_prefix("QUEUESTATUS="))
+        .filter(|v| !v.is_empty())
 }
 
 fn int(v: &str) -> i64 {
@@ -289,6 +303,13 @@ impl<'a> Event<'a> {
             "QueueEntry" => Event::Entry(entry(m)),
             "FullyBooted" => Event::FullyBooted,
             "Shutdown" => Event::Shutdown,
+            "Hangup" => match queue_result(m) {
+                Some(queue_status) => Event::Hangup {
+                    uniqueid: m.get("Uniqueid").unwrap_or_default(),
+                    queue_status,
+                },
+                None => Event::Other,
+            },
             "Reload" | "Load" | "Unload" => Event::Module {
                 what: name,
                 module: m.get("Module").unwrap_or_default(),

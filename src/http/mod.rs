@@ -33,6 +33,7 @@ pub use error::ApiError;
 use crate::command::Commands;
 use crate::daemon::Parts;
 use crate::deadlines::Deadlines;
+use crate::history::History;
 use crate::hub::Hub;
 use crate::state::Queue;
 use crate::tokens::Tokens;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub commands: Commands,
     /// Timed unpause and relogin (Yeastar's thresholds).
     pub deadlines: Arc<Deadlines>,
+    /// Calls that left a queue.
+    pub history: History,
     /// Tokens of the Yeastar dialect.
     pub yeastar_tokens: Arc<Tokens>,
     pub token: Arc<str>,
@@ -66,6 +69,7 @@ impl AppState {
             hub: parts.hub.clone(),
             commands: parts.commands.clone(),
             deadlines: parts.deadlines.clone(),
+            history: parts.history.clone(),
             yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
             token: Arc::from(token),
             streams: Arc::new(Semaphore::new(max_streams)),

@@ -80,4 +80,10 @@ pub enum ChangeKind {
         /// `caller`, `agent`, `transfer` or `dump`.
         reason: String,
     },
+    /// A channel that ran `Queue()` hung up, with the `QUEUESTATUS` it left the queue with
+    /// (`TIMEOUT`, `LEAVEEMPTY`, `LEAVEUNAVAIL`, `WITHDRAW`, …): how an unanswered caller left.
+    CallerHungUp {
+        uniqueid: String,
+        queue_status: String,
+    },
 }

@@ -274,6 +274,13 @@ impl Fold<'_> {
             Event::AgentDump(a) => self.agent_done(state, a, "dump"),
             // List items only mean something as a whole list: they arrive as a snapshot.
             Event::Params(_) | Event::Member(_) | Event::Entry(_) => {}
+            Event::Hangup {
+                uniqueid,
+                queue_status,
+            } => self.push(ChangeKind::CallerHungUp {
+                uniqueid: (*uniqueid).to_owned(),
+                queue_status: (*queue_status).to_owned(),
+            }),
             Event::FullyBooted | Event::Module { .. } | Event::Shutdown | Event::Other => {}
         }
     }
