@@ -194,6 +194,47 @@ impl History {
     }
 }
 
+/// A member's answered calls in a queue since some time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberDay {
+    pub calls: i64,
+    pub talk_seconds: i64,
+    /// Epoch seconds the last one ended.
+    pub last_ended: Option<i64>,
+}
+
+impl History {
+    /// Answered calls per member interface of `queue` that entered at or after `since`.
+    pub async fn member_stats(
+        &self,
+        server: &str,
+        queue: &str,
+        since: i64,
+    ) -> anyhow::Result<HashMap<String, MemberDay>> {
+        let (path, server, queue) = (self.path.clone(), server.to_owned(), queue.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let mut stmt = conn.prepare(
+                "SELECT member_interface, COUNT(*), SUM(talk_seconds), MAX(ended) FROM calls
+                 WHERE server = ?1 AND queue = ?2 AND entered >= ?3 AND outcome = 'answered'
+                 GROUP BY member_interface",
+            )?;
+            let rows = stmt.query_map(params![server, queue, since], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    MemberDay {
+                        calls: row.get(1)?,
+                        talk_seconds: row.get(2)?,
+                        last_ended: row.get(3)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+        })
+        .await?
+    }
+}
+
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Write>, config: &HistoryConfig) {
     while let Some(first) = rx.blocking_recv() {
         // Batch what is queued into one transaction.

@@ -107,6 +107,27 @@ impl Tokens {
         (e.kind == kind && e.expires > Instant::now()).then(|| e.user.clone())
     }
 
+    /// Extends a live token to `ttl` from now; false when it is not live.
+    pub fn extend(&self, token: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        match self.lock().get_mut(token) {
+            Some(e) if e.expires > now => {
+                e.expires = e.expires.max(now + ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Revokes every token of `user`; how many were live.
+    pub fn revoke_user(&self, user: &str) -> usize {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.user != user && e.expires > now);
+        before - entries.len()
+    }
+
     /// Revokes a token; true when it was live.
     pub fn revoke(&self, token: &str) -> bool {
         let now = Instant::now();

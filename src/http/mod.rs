@@ -7,13 +7,15 @@
 //! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]);
 //! * agent commands: log in, log out, pause, penalty (see [`members`]).
 //!
-//! The Yeastar P-Series dialect is served under `/openapi/v1.0` (see [`yeastar`]).
+//! The Yeastar P-Series dialect is served under `/openapi/v1.0` (see [`yeastar`]), the
+//! Telecom X dialect under `/auth` and `/pbx` (see [`telecomx`]).
 //!
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
 mod error;
 pub mod members;
 pub mod sse;
+pub mod telecomx;
 pub mod yeastar;
 
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub history: History,
     /// Tokens of the Yeastar dialect.
     pub yeastar_tokens: Arc<Tokens>,
+    /// Tokens of the Telecom X dialect.
+    pub telecomx_tokens: Arc<Tokens>,
     pub token: Arc<str>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
@@ -71,6 +75,7 @@ impl AppState {
             deadlines: parts.deadlines.clone(),
             history: parts.history.clone(),
             yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
+            telecomx_tokens: Arc::new(Tokens::new(telecomx::TOKENS_PER_USER)),
             token: Arc::from(token),
             streams: Arc::new(Semaphore::new(max_streams)),
             shutdown,
@@ -108,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
         .nest("/openapi/v1.0", yeastar::router())
+        .merge(telecomx::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

@@ -606,7 +606,7 @@ fn device_call_status(status: i64) -> i64 {
 
 /// The extension number of an interface nobody configured: `PJSIP/201` → `201`,
 /// `Local/340@agents/n` → `340`.
-fn extension_of(interface: &str) -> &str {
+pub(super) fn extension_of(interface: &str) -> &str {
     let rest = interface.split_once('/').map_or(interface, |(_, r)| r);
     rest.split(['@', '/']).next().unwrap_or(rest)
 }

@@ -99,6 +99,22 @@ impl Driver {
         ring_timeout: u32,
         prio: Option<i64>,
     ) {
+        let prio = prio.map(|p| p.to_string());
+        let vars: Vec<(&str, &str)> = prio.iter().map(|p| ("PRIO", p.as_str())).collect();
+        self.call_with(queue, cid, patience, ring_timeout, &vars)
+            .await
+    }
+
+    /// Like [`Driver::call`], with inherited channel variables for the callers context
+    /// (`PRIO`, `QTIMEOUT`, `PRIVATE`; see asterisk-conf/extensions.conf).
+    pub async fn call_with(
+        &mut self,
+        queue: &str,
+        cid: (&str, &str),
+        patience: u32,
+        ring_timeout: u32,
+        vars: &[(&str, &str)],
+    ) {
         let mut a = Message::action("Originate")
             .with("Channel", &format!("Local/{queue}@callers"))
             .with("Application", "Wait")
@@ -106,8 +122,8 @@ impl Driver {
             .with("Async", "true")
             .with("Timeout", &(ring_timeout * 1000).to_string())
             .with("CallerID", &format!("\"{}\" <{}>", cid.1, cid.0));
-        if let Some(p) = prio {
-            a.push("Variable", &format!("_PRIO={p}"));
+        for (name, value) in vars {
+            a.push("Variable", &format!("_{name}={value}"));
         }
         let r = self.send(a).await;
         assert!(r.is_success(), "originate: {:?}", r.response);
