@@ -4,52 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use queuebridge::access::hash_password;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{Asterisk, Bridge, Driver};
+use common::{dialect_users, until, Asterisk, Bridge, Driver};
 
 const SALES: &str = "000000000000000000000001";
 const SUPPORT: &str = "000000000000000000000002";
 const AGENT3: &str = "Local/agent3@agents/n";
-
-fn users() -> String {
-    let agent = hash_password("agent-pw").expect("hash");
-    let boss = hash_password("boss-pw").expect("hash");
-    format!(
-        r#"
-[[queues]]
-server = "pbx1"
-name = "sales"
-id = 1
-[[queues]]
-server = "pbx1"
-name = "support"
-id = 2
-[[users]]
-name = "tweber"
-password_hash = "{agent}"
-interface = "Local/agent3@agents/n"
-display_name = "Thomas Weber"
-extension = "203"
-queues = ["support", "sales"]
-[[users]]
-name = "mmeyer"
-password_hash = "{agent}"
-interface = "Local/agent1@agents/n"
-extension = "201"
-[[users]]
-name = "boss"
-password_hash = "{boss}"
-interface = "Local/agent2@agents/n"
-extension = "202"
-roles = ["supervisor"]
-"#
-    )
-}
 
 struct Tx<'a> {
     bridge: &'a Bridge,
@@ -90,21 +52,10 @@ impl Tx<'_> {
     }
 }
 
-async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_by_query_and_cookie_expire_on_logout() {
     let ast = Asterisk::start();
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let tx = Tx { bridge: &bridge };
 
@@ -209,7 +160,7 @@ async fn tokens_by_query_and_cookie_expire_on_logout() {
 async fn queue_callers_members_and_history_equal_asterisk() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let tx = Tx { bridge: &bridge };
     let agent = tx.login("tweber", "agent-pw").await;
@@ -536,7 +487,7 @@ async fn queue_callers_members_and_history_equal_asterisk() {
     // The history survives a restart of queuebridge.
     let (exit, state_dir) = bridge.terminate();
     assert!(exit.success());
-    let bridge = Bridge::start_extra_in(ast.port, &users(), state_dir);
+    let bridge = Bridge::start_extra_in(ast.port, &dialect_users(), state_dir);
     bridge.wait_health(200).await;
     let tx = Tx { bridge: &bridge };
     let boss = tx.login("boss", "boss-pw").await;

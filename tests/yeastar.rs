@@ -3,44 +3,9 @@
 
 mod common;
 
-use queuebridge::access::hash_password;
 use serde_json::{json, Value};
 
-use common::{Asterisk, Bridge, Driver, PAUSE_REASONS};
-
-fn users() -> String {
-    let agent = hash_password("agent-pw").expect("hash");
-    let boss = hash_password("boss-pw").expect("hash");
-    format!(
-        r#"
-[[queues]]
-server = "pbx1"
-name = "sales"
-id = 1
-[[queues]]
-server = "pbx1"
-name = "support"
-id = 2
-[[users]]
-name = "tweber"
-password_hash = "{agent}"
-interface = "Local/agent3@agents/n"
-extension = "203"
-queues = ["support", "sales"]
-[[users]]
-name = "mmeyer"
-password_hash = "{agent}"
-interface = "Local/agent1@agents/n"
-extension = "201"
-[[users]]
-name = "boss"
-password_hash = "{boss}"
-interface = "Local/agent2@agents/n"
-extension = "202"
-roles = ["supervisor"]
-{PAUSE_REASONS}"#
-    )
-}
+use common::{dialect_users, until, Asterisk, Bridge, Driver};
 
 struct Yeastar<'a> {
     bridge: &'a Bridge,
@@ -105,7 +70,7 @@ async fn paused(driver: &mut Driver, queue: &str, interface: &str) -> (String, S
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_as_yeastar_issues_them() {
     let ast = Asterisk::start();
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let y = Yeastar { bridge: &bridge };
 
@@ -205,7 +170,7 @@ async fn tokens_as_yeastar_issues_them() {
 async fn agents_pause_themselves_not_colleagues_and_supervisors_pause_anyone() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let y = Yeastar { bridge: &bridge };
     let agent = y.token("tweber", "agent-pw").await;
@@ -327,22 +292,11 @@ fn yeastar_call_status(status: &str) -> i64 {
     }
 }
 
-async fn until(what: &str, mut check: impl AsyncFnMut() -> Option<Value>) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_queries_equal_asterisk() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let y = Yeastar { bridge: &bridge };
     let boss = y.token("boss", "boss-pw").await;
@@ -373,7 +327,7 @@ async fn queue_queries_equal_asterisk() {
     assert_eq!(statics, ["201", "202"]);
     assert_eq!(
         sales["dynamic_agent_list"],
-        json!([{"text": "tweber", "text2": "203", "value": "203", "type": "extension"}]),
+        json!([{"text": "Thomas Weber", "text2": "203", "value": "203", "type": "extension"}]),
         "a configured agent of the queue who may log in"
     );
     assert_eq!(sales["manager_list"][0]["value"], "202");
@@ -515,7 +469,7 @@ async fn queue_queries_equal_asterisk() {
         .expect("tweber logged out");
     assert_eq!(
         out,
-        &json!({"name": "tweber", "number": "203", "is_login": 0, "is_pause": 0, "call_status": 0,
+        &json!({"name": "Thomas Weber", "number": "203", "is_login": 0, "is_pause": 0, "call_status": 0,
                 "pause_reason": "", "agent_type": "dynamic",
                 "max_threshold_for_pause_time": 0, "max_threshold_for_logout_time": 0})
     );
@@ -543,7 +497,7 @@ async fn queue_queries_equal_asterisk() {
     }
 }
 
-/// The configured extension of each test agent's interface (see `users()`).
+/// The configured extension of each test agent's interface (see `dialect_users()`).
 fn extension(location: &str) -> &'static str {
     match location {
         "Local/agent1@agents/n" => "201",
@@ -557,7 +511,7 @@ fn extension(location: &str) -> &'static str {
 async fn thresholds_unpause_and_log_back_in_also_across_a_restart() {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &users());
+    let bridge = Bridge::start_extra(ast.port, &dialect_users());
     bridge.wait_health(200).await;
     let y = Yeastar { bridge: &bridge };
     let agent = y.token("tweber", "agent-pw").await;
@@ -645,7 +599,7 @@ async fn thresholds_unpause_and_log_back_in_also_across_a_restart() {
     assert!(driver.member("sales", AGENT3).await.is_none());
     let (exit, state_dir) = bridge.terminate();
     assert!(exit.success());
-    let bridge = Bridge::start_extra_in(ast.port, &users(), state_dir);
+    let bridge = Bridge::start_extra_in(ast.port, &dialect_users(), state_dir);
     bridge.wait_health(200).await;
     let y = Yeastar { bridge: &bridge };
     let boss = y.token("boss", "boss-pw").await;

@@ -440,3 +440,53 @@ pub async fn expect_change(
         }
     }
 }
+
+/// The users of the dialect tests: tweber (agent3, ext 203, may join support and sales),
+/// mmeyer (agent1, ext 201), boss (agent2, ext 202, supervisor); queue ids sales = 1,
+/// support = 2; the two pause reasons.
+pub fn dialect_users() -> String {
+    let agent = queuebridge::access::hash_password("agent-pw").expect("hash");
+    let boss = queuebridge::access::hash_password("boss-pw").expect("hash");
+    format!(
+        r#"
+[[queues]]
+server = "pbx1"
+name = "sales"
+id = 1
+[[queues]]
+server = "pbx1"
+name = "support"
+id = 2
+[[users]]
+name = "tweber"
+password_hash = "{agent}"
+interface = "Local/agent3@agents/n"
+display_name = "Thomas Weber"
+extension = "203"
+queues = ["support", "sales"]
+[[users]]
+name = "mmeyer"
+password_hash = "{agent}"
+interface = "Local/agent1@agents/n"
+extension = "201"
+[[users]]
+name = "boss"
+password_hash = "{boss}"
+interface = "Local/agent2@agents/n"
+extension = "202"
+roles = ["supervisor"]
+{PAUSE_REASONS}"#
+    )
+}
+
+/// Polls `check` until it gives a value, for at most 30 s.
+pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
