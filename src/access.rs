@@ -76,6 +76,23 @@ pub struct User {
     pub queues: BTreeSet<String>,
 }
 
+impl User {
+    /// The user's extension number: `extension`, else the one in the interface.
+    pub fn number(&self) -> &str {
+        if self.extension.is_empty() {
+            extension_of(&self.interface)
+        } else {
+            &self.extension
+        }
+    }
+}
+
+/// The extension number of an interface: `PJSIP/201` → `201`, `Local/340@agents/n` → `340`.
+pub fn extension_of(interface: &str) -> &str {
+    let rest = interface.split_once('/').map_or(interface, |(_, r)| r);
+    rest.split(['@', '/']).next().unwrap_or(rest)
+}
+
 /// Who is asking.
 #[derive(Clone, Debug)]
 pub enum Principal {
@@ -206,6 +223,13 @@ impl Directory {
     /// Every user, by name.
     pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
         self.users.values()
+    }
+
+    /// The user whose member interface this is on `server`.
+    pub fn by_interface(&self, server: &str, interface: &str) -> Option<&Arc<User>> {
+        self.users
+            .values()
+            .find(|u| u.server == server && u.interface == interface)
     }
 
     /// The user if `password` is theirs. Runs argon2: call it off the async reactor.

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::access::Principal;
+use crate::ami::client::now_ms;
 use crate::command::{Code, Command, Commands};
 use crate::hub::Hub;
 use crate::state::{Change, ChangeKind};
@@ -78,13 +79,6 @@ pub struct Deadlines {
     wake: Notify,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Deadlines {
     /// Loads the deadlines kept under `state_dir` (none when absent); `None` keeps them in
     /// memory only.
@@ -142,7 +136,7 @@ impl Deadlines {
             due,
         };
         let mut pending = self.lock();
-        pending.retain(|d| !d.same_entry(&deadline) || !d.due.same_kind(&deadline.due));
+        pending.retain(|d| !d.on(server, queue, interface) || !d.due.same_kind(&deadline.due));
         pending.push(deadline);
         self.save(&pending);
         drop(pending);
@@ -153,9 +147,7 @@ impl Deadlines {
     pub fn cancel(&self, server: &str, queue: &str, interface: &str, which: Which) {
         let mut pending = self.lock();
         let before = pending.len();
-        pending.retain(|d| {
-            !(d.server == server && d.queue == queue && d.interface == interface && d.is(which))
-        });
+        pending.retain(|d| !(d.on(server, queue, interface) && d.is(which)));
         if pending.len() != before {
             self.save(&pending);
         }
@@ -165,9 +157,7 @@ impl Deadlines {
     pub fn threshold(&self, server: &str, queue: &str, interface: &str, which: Which) -> u64 {
         self.lock()
             .iter()
-            .find(|d| {
-                d.server == server && d.queue == queue && d.interface == interface && d.is(which)
-            })
+            .find(|d| d.on(server, queue, interface) && d.is(which))
             .map_or(0, |d| d.seconds)
     }
 
@@ -191,9 +181,7 @@ impl Deadlines {
         let before = pending.len();
         pending.retain(|d| {
             let moot = change.seq > d.after_seq
-                && *d.server == *change.server
-                && *d.queue == **queue
-                && d.interface == interface
+                && d.on(&change.server, queue, interface)
                 && match d.due {
                     Due::Unpause => unpaused,
                     Due::Relogin { .. } => back,
@@ -225,10 +213,9 @@ impl Deadlines {
 }
 
 impl Deadline {
-    fn same_entry(&self, other: &Deadline) -> bool {
-        self.server == other.server
-            && self.queue == other.queue
-            && self.interface == other.interface
+    /// Whether this deadline is about that member entry.
+    fn on(&self, server: &str, queue: &str, interface: &str) -> bool {
+        self.server == server && self.queue == queue && self.interface == interface
     }
 
     fn is(&self, which: Which) -> bool {

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use crate::ami::client::now_secs;
 use crate::hub::Hub;
 use crate::state::{Change, ChangeKind};
 
@@ -153,12 +154,6 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_by_queue ON calls (server, queue, entered);
 CREATE INDEX IF NOT EXISTS calls_by_uniqueid ON calls (server, uniqueid);
 ";
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 impl History {
     /// Opens (creating) the database under `state_dir` and starts its writer thread, which

@@ -142,6 +142,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
+}
+
 /// Runs one server's connection until `shutdown`, reconnecting as needed.
 pub async fn run(
     cfg: ClientConfig,

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::access::{Directory, Principal, User};
+use crate::access::{extension_of, Directory, Principal, User};
+use crate::ami::client::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::history::{CallRecord, Query as HistoryQuery};
 use crate::state::{Member, Queue};
@@ -142,12 +143,6 @@ fn date(epoch_secs: i64) -> Value {
 
 fn opt_date(epoch_secs: Option<i64>) -> Value {
     epoch_secs.map_or(Value::Null, date)
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn access_level(u: &User) -> &'static str {
@@ -364,16 +359,9 @@ fn strategy(asterisk: &str) -> &'static str {
     }
 }
 
-/// The configured user of a member, if any.
-fn user_of<'d>(directory: &'d Directory, q: &Queue, interface: &str) -> Option<&'d Arc<User>> {
-    directory
-        .users()
-        .find(|u| *u.server == *q.server && u.interface == interface)
-}
-
 /// The extension id of a member: its user's, else one derived from the interface.
-fn extension_id(directory: &Directory, q: &Queue, interface: &str) -> String {
-    match user_of(directory, q, interface) {
+fn extension_id(user: Option<&Arc<User>>, interface: &str) -> String {
+    match user {
         Some(u) => object_id("extension", &u.name),
         None => object_id("interface", interface),
     }
@@ -386,13 +374,12 @@ fn member_json(
     m: &Member,
     day: Option<&crate::history::MemberDay>,
 ) -> Value {
-    let name =
-        user_of(directory, q, &m.interface).map_or(m.name.clone(), |u| u.display_name.clone());
+    let user = directory.by_interface(&q.server, &m.interface);
     json!({
         "_id": member_id(q, &m.interface),
-        "extension": extension_id(directory, q, &m.interface),
+        "extension": extension_id(user, &m.interface),
         "number": Value::Null,
-        "name": name,
+        "name": user.map_or(&m.name, |u| &u.display_name),
         "priority": m.penalty + 1,
         "calls": day.map_or(0, |d| d.calls),
         "seconds": day.map_or(0, |d| d.talk_seconds),
@@ -423,10 +410,8 @@ fn callers_json(directory: &Directory, q: &Queue) -> Vec<Value> {
         })
         .collect();
     for c in &q.connected_calls {
-        let number = match user_of(directory, q, &c.interface) {
-            Some(u) if !u.extension.is_empty() => u.extension.clone(),
-            _ => super::yeastar::extension_of(&c.interface).to_owned(),
-        };
+        let user = directory.by_interface(&q.server, &c.interface);
+        let number = user.map_or(extension_of(&c.interface), |u| u.number());
         out.push(json!({
             "_id": caller_id(&c.uniqueid),
             "state": "QUEUED",
@@ -436,7 +421,7 @@ fn callers_json(directory: &Directory, q: &Queue) -> Vec<Value> {
             "entered": date(c.connected_at - c.hold_time),
             "answered": date(c.connected_at),
             "presentation": c.dialled,
-            "answeredByExtension": extension_id(directory, q, &c.interface),
+            "answeredByExtension": extension_id(user, &c.interface),
             "answeredByNumber": number,
         }));
     }
@@ -924,13 +909,14 @@ async fn calls(
 
 fn call_json(directory: &Directory, queue_id: &str, r: &CallRecord) -> Value {
     let answered_by = (!r.member_interface.is_empty()).then(|| {
-        match directory
-            .users()
-            .find(|u| u.server == r.server && u.interface == r.member_interface)
-        {
-            Some(u) => (object_id("extension", &u.name), u.display_name.clone()),
+        let user = directory.by_interface(&r.server, &r.member_interface);
+        match user {
+            Some(u) => (
+                extension_id(user, &r.member_interface),
+                u.display_name.clone(),
+            ),
             None => (
-                object_id("interface", &r.member_interface),
+                extension_id(None, &r.member_interface),
                 r.member_name.clone(),
             ),
         }

@@ -39,7 +39,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::access::{Directory, Principal, User};
+use crate::access::{extension_of, Directory, Principal, User};
+use crate::ami::client::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::deadlines::{Due, Which, MIN_SECONDS};
 use crate::state::{Member, Queue};
@@ -604,24 +605,10 @@ fn device_call_status(status: i64) -> i64 {
     }
 }
 
-/// The extension number of an interface nobody configured: `PJSIP/201` → `201`,
-/// `Local/340@agents/n` → `340`.
-pub(super) fn extension_of(interface: &str) -> &str {
-    let rest = interface.split_once('/').map_or(interface, |(_, r)| r);
-    rest.split(['@', '/']).next().unwrap_or(rest)
-}
-
 /// (name, extension number) of a member: the configured user's, else Asterisk's.
 fn identity(directory: &Directory, server: &str, member: &Member) -> (String, String) {
-    match directory
-        .users()
-        .find(|u| u.server == server && u.interface == member.interface)
-    {
-        Some(u) if !u.extension.is_empty() => (u.display_name.clone(), u.extension.clone()),
-        Some(u) => (
-            u.display_name.clone(),
-            extension_of(&u.interface).to_owned(),
-        ),
+    match directory.by_interface(server, &member.interface) {
+        Some(u) => (u.display_name.clone(), u.number().to_owned()),
         None => (
             member.name.clone(),
             extension_of(&member.interface).to_owned(),
@@ -650,11 +637,7 @@ fn queue_item(directory: &Directory, q: &Queue) -> Value {
     }
     let mut managers = Vec::new();
     for u in directory.users().filter(|u| u.server == server) {
-        let number = if u.extension.is_empty() {
-            extension_of(&u.interface)
-        } else {
-            &u.extension
-        };
+        let number = u.number();
         if u.queues.contains(&*q.name) && !listed.contains(u.interface.as_str()) {
             dynamic.push(list_item(&u.display_name, number));
         }
@@ -815,12 +798,6 @@ async fn queue_query(State(app): State<AppState>, Query(params): Params) -> Answ
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// `queue/call_status?id=3`: waiting, ringing and connected calls.
 fn call_lists(app: &AppState, params: &HashMap<String, String>) -> Result<Value, Answer> {
     let who = Principal::User(caller(app, params)?);
@@ -933,14 +910,9 @@ async fn agent_status(State(app): State<AppState>, Query(params): Params) -> Ans
                     && !q.members.contains_key(&u.interface)
             }) {
                 let (pause, logout) = thresholds(&u.interface);
-                let number = if u.extension.is_empty() {
-                    extension_of(&u.interface)
-                } else {
-                    &u.extension
-                };
                 data.push(json!({
                     "name": u.display_name,
-                    "number": number,
+                    "number": u.number(),
                     "is_login": 0,
                     "is_pause": 0,
                     "call_status": 0,
