@@ -41,7 +41,8 @@ pub struct UserConfig {
     /// The user's extension number; defaults to empty.
     #[serde(default)]
     pub extension: Option<String>,
-    /// `supervisor`, or none for an agent.
+    /// `supervisor`, `admin` (a supervisor who also manages queues and servers), or none for
+    /// an agent.
     #[serde(default)]
     pub roles: Vec<String>,
     /// The `[[ami]]` server the user works on; defaults to the first one.
@@ -72,6 +73,8 @@ pub struct User {
     pub display_name: String,
     pub extension: String,
     pub supervisor: bool,
+    /// Manages queues and queue servers (PortSIP's `Admin`); implies supervisor.
+    pub admin: bool,
     pub server: String,
     pub queues: BTreeSet<String>,
 }
@@ -122,6 +125,8 @@ pub enum Action {
     Logout,
     Pause,
     Penalty,
+    /// Take a chosen waiting caller of the queue to one's own interface.
+    Pickup,
 }
 
 impl Directory {
@@ -167,14 +172,15 @@ impl Directory {
             if !interfaces.insert((server.clone(), u.interface.clone())) {
                 return Err(err(key("interface"), "is already another user's interface"));
             }
-            let mut supervisor = false;
+            let (mut supervisor, mut admin) = (false, false);
             for (j, role) in u.roles.iter().enumerate() {
                 match role.as_str() {
                     "supervisor" => supervisor = true,
+                    "admin" => (supervisor, admin) = (true, true),
                     _ => {
                         return Err(err(
                             format!("users[{i}].roles[{j}]"),
-                            "unknown role (known: supervisor)",
+                            "unknown role (known: supervisor, admin)",
                         ))
                     }
                 }
@@ -187,6 +193,7 @@ impl Directory {
                 display_name: u.display_name.clone().unwrap_or(u.name.clone()),
                 extension: u.extension.clone().unwrap_or_default(),
                 supervisor,
+                admin,
                 server,
                 queues: u.queues.iter().cloned().collect(),
             };
@@ -249,10 +256,14 @@ impl Directory {
 
     /// The reason text to send to Asterisk for a requested reason, which may be a configured
     /// code or reason text (case-insensitive). With no reasons configured any text is taken;
-    /// with a list, only its entries. `None` when the request is not allowed.
+    /// with a list, only its entries and the [`AGENT_STATES`]. `None` when the request is not
+    /// allowed.
     pub fn pause_reason(&self, requested: &str) -> Option<String> {
         let requested = requested.trim();
-        if requested.is_empty() || self.pause_reasons.is_empty() {
+        if requested.is_empty()
+            || self.pause_reasons.is_empty()
+            || AGENT_STATES.contains(&requested)
+        {
             return Some(requested.to_owned());
         }
         self.pause_reasons
@@ -261,6 +272,10 @@ impl Directory {
             .map(|p| p.reason.clone())
     }
 }
+
+/// Not-ready states an agent can be put in by name (PortSIP's agent statuses), always accepted
+/// as pause reasons: a paused member whose reason is one of them reads back in that state.
+pub const AGENT_STATES: [&str; 4] = ["NOT_READY", "WRAP_UP", "BREAK", "LUNCH"];
 
 /// Hashes a password for `[[users]] password_hash` (argon2id, random salt, PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -349,6 +364,14 @@ impl Principal {
             },
             Action::Pause => Ok(()),
             Action::Penalty => Err("only a supervisor may change a penalty".into()),
+            Action::Pickup => match queue {
+                Some(q) if user.queues.contains(q) || member.is_some() => Ok(()),
+                _ => Err(format!(
+                    "{} is not an agent of queue {}",
+                    user.name,
+                    queue.unwrap_or_default()
+                )),
+            },
         }
     }
 }

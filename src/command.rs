@@ -18,7 +18,6 @@
 //! turn it into a success. Authorization ([`crate::access`]) is checked here, so no front end
 //! can forget it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +26,17 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{timeout_at, Instant};
 
 use crate::access::{Access, Action, Principal};
-use crate::ami::client::{ActionError, AmiHandle};
+use crate::ami::client::ActionError;
 use crate::ami::Message;
 use crate::hub::Hub;
+use crate::servers::Servers;
 use crate::state::{Member, State};
+
+/// The dialplan context a picked caller is redirected to (asterisk-conf/extensions.conf): it
+/// dials the channel variable [`PICKUP_VARIABLE`].
+pub const PICKUP_CONTEXT: &str = "queuebridge-pickup";
+/// The channel variable that names the interface a picked caller is delivered to.
+pub const PICKUP_VARIABLE: &str = "QB_PICKUP_TARGET";
 
 /// How long to wait for the confirming event after Asterisk accepted an action.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,6 +84,8 @@ pub enum Code {
     NoSuchQueue,
     /// The interface is not a member (of that queue, or of any).
     NotMember,
+    /// No such caller waits in the queue (any more).
+    NoSuchCaller,
     /// A static member cannot be logged in or out.
     NotDynamic,
     /// The AMI link is down: nothing was sent.
@@ -99,6 +107,7 @@ impl Code {
             Code::NoSuchServer => "no_such_server",
             Code::NoSuchQueue => "no_such_queue",
             Code::NotMember => "not_member",
+            Code::NoSuchCaller => "no_such_caller",
             Code::NotDynamic => "not_dynamic",
             Code::NotConnected => "not_connected",
             Code::Busy => "busy",
@@ -137,19 +146,24 @@ pub enum Done {
 #[derive(Clone)]
 pub struct Commands {
     hub: Arc<Hub>,
-    ami: Arc<BTreeMap<String, AmiHandle>>,
+    servers: Arc<Servers>,
     access: Arc<Access>,
     confirm: Duration,
 }
 
 impl Commands {
-    pub fn new(hub: Arc<Hub>, ami: BTreeMap<String, AmiHandle>, access: Arc<Access>) -> Self {
+    pub fn new(hub: Arc<Hub>, servers: Arc<Servers>, access: Arc<Access>) -> Self {
         Self {
             hub,
-            ami: Arc::new(ami),
+            servers,
             access,
             confirm: CONFIRM_TIMEOUT,
         }
+    }
+
+    /// The AMI connections.
+    pub fn servers(&self) -> &Arc<Servers> {
+        &self.servers
     }
 
     /// The users and pause reasons these commands are checked against.
@@ -165,8 +179,8 @@ impl Commands {
         command: Command,
     ) -> Result<Done, CommandError> {
         let handle = self
-            .ami
-            .get(server)
+            .servers
+            .handle(server)
             .ok_or_else(|| fail(Code::NoSuchServer, format!("no server {server:?}")))?;
         let command = self.validate(command)?;
         let (queue, interface, action) = command.target();
@@ -185,13 +199,7 @@ impl Commands {
         }
         // Subscribe before sending, so the confirming change cannot slip past.
         let mut changes = self.hub.subscribe();
-        let reply = handle.send(command.action()).await.map_err(|e| match e {
-            ActionError::NotConnected { .. } => fail(Code::NotConnected, e.to_string()),
-            ActionError::Busy => fail(Code::Busy, e.to_string()),
-            ActionError::Timeout | ActionError::ConnectionLost => {
-                fail(Code::Timeout, e.to_string())
-            }
-        })?;
+        let reply = handle.send(command.action()).await.map_err(action_error)?;
         if !reply.is_success() {
             return command.refused(reply.message());
         }
@@ -208,6 +216,93 @@ impl Commands {
                         format!(
                             "Asterisk accepted {} but did not confirm it within {} s",
                             command.name(),
+                            self.confirm.as_secs()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Delivers the waiting caller `uniqueid` of `queue` to `interface`, out of turn: the
+    /// caller's channel gets [`PICKUP_VARIABLE`] and is redirected to [`PICKUP_CONTEXT`], which
+    /// dials it. Success once the caller left the queue.
+    pub async fn pickup(
+        &self,
+        who: &Principal,
+        server: &str,
+        queue: &str,
+        uniqueid: &str,
+        interface: &str,
+    ) -> Result<Done, CommandError> {
+        let handle = self
+            .servers
+            .handle(server)
+            .ok_or_else(|| fail(Code::NoSuchServer, format!("no server {server:?}")))?;
+        if interface.trim().is_empty() {
+            return Err(fail(Code::InvalidArgument, "interface must not be empty"));
+        }
+        let waiting = |s: &State| {
+            s.queue(server, queue)
+                .and_then(|q| q.callers.iter().find(|c| c.uniqueid == uniqueid))
+                .map(|c| c.channel.clone())
+        };
+        let channel = self.hub.read(|s| {
+            if !s.servers.get(server).is_some_and(|srv| srv.link.connected) {
+                return Err(fail(
+                    Code::NotConnected,
+                    format!("AMI link to {server} is down"),
+                ));
+            }
+            if s.queue(server, queue).is_none() {
+                return Err(fail(Code::NoSuchQueue, format!("no queue {queue:?}")));
+            }
+            who.may(s, server, Some(queue), interface, Action::Pickup)
+                .map_err(|m| fail(Code::Forbidden, m))?;
+            waiting(s).ok_or_else(|| {
+                fail(
+                    Code::NoSuchCaller,
+                    format!("no caller {uniqueid:?} waits in queue {queue}"),
+                )
+            })
+        })?;
+        let mut changes = self.hub.subscribe();
+        for action in [
+            Message::action("Setvar")
+                .with("Channel", &channel)
+                .with("Variable", PICKUP_VARIABLE)
+                .with("Value", interface),
+            Message::action("Redirect")
+                .with("Channel", &channel)
+                .with("Context", PICKUP_CONTEXT)
+                .with("Exten", "s")
+                .with("Priority", "1"),
+        ] {
+            let name = action.get("Action").unwrap_or_default().to_owned();
+            let reply = handle.send(action).await.map_err(action_error)?;
+            if !reply.is_success() {
+                // The caller hung up or was answered in between.
+                let code = if self.hub.read(|s| waiting(s).is_none()) {
+                    Code::NoSuchCaller
+                } else {
+                    Code::Refused
+                };
+                return Err(fail(code, format!("{name}: {}", reply.message().trim())));
+            }
+        }
+        let deadline = Instant::now() + self.confirm;
+        loop {
+            if self.hub.read(|s| waiting(s).is_none()) {
+                return Ok(Done::Applied);
+            }
+            match timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => {
+                    return Err(fail(
+                        Code::Timeout,
+                        format!(
+                            "Asterisk redirected the caller but the queue did not confirm it \
+                             within {} s",
                             self.confirm.as_secs()
                         ),
                     ))
@@ -245,6 +340,15 @@ impl Commands {
             _ => {}
         }
         Ok(command)
+    }
+}
+
+/// A failed submission: nothing was sent, or no answer came.
+fn action_error(e: ActionError) -> CommandError {
+    match e {
+        ActionError::NotConnected { .. } => fail(Code::NotConnected, e.to_string()),
+        ActionError::Busy => fail(Code::Busy, e.to_string()),
+        ActionError::Timeout | ActionError::ConnectionLost => fail(Code::Timeout, e.to_string()),
     }
 }
 

@@ -54,6 +54,33 @@ pub struct Config {
     /// Call history retention.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The PortSIP dialect.
+    #[serde(default)]
+    pub portsip: PortsipConfig,
+}
+
+/// `[portsip]`: the AMI account of queue servers added through `POST /api/call_queue_servers`
+/// (a PortSIP client sends only a name and an address), unless the request carries its own
+/// `ami_username`/`ami_secret`/`ami_port`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortsipConfig {
+    #[serde(default)]
+    pub server_username: Option<String>,
+    #[serde(default)]
+    pub server_secret: Option<String>,
+    #[serde(default = "default_port")]
+    pub server_port: u16,
+}
+
+impl Default for PortsipConfig {
+    fn default() -> Self {
+        Self {
+            server_username: None,
+            server_secret: None,
+            server_port: default_port(),
+        }
+    }
 }
 
 /// One `[[ami]]` entry.
@@ -61,6 +88,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct AmiConfig {
     pub id: String,
+    /// Shown by the PortSIP dialect as the queue server's name; defaults to `id`.
+    #[serde(default)]
+    pub name: Option<String>,
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,

@@ -3,7 +3,6 @@
 //! [`run`] takes its listener and its stop signal as arguments, so tests bind port 0 and run
 //! several daemons side by side.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,13 +14,13 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::access::Access;
-use crate::ami::client::{self, AmiHandle};
 use crate::command::Commands;
 use crate::config::Config;
 use crate::deadlines::{self, Deadlines};
 use crate::history::{self, History};
 use crate::http::{self, AppState};
 use crate::hub::{self, Hub};
+use crate::servers::Servers;
 use crate::state::{QueueIds, State};
 
 /// The first sequence number of this process: microseconds since the epoch, so numbers keep
@@ -37,8 +36,8 @@ fn first_seq() -> u64 {
 /// The running parts other front ends build on.
 pub struct Parts {
     pub hub: Arc<Hub>,
-    /// Action submission, by server id.
-    pub ami: BTreeMap<String, AmiHandle>,
+    /// The AMI connections, changeable at run time.
+    pub servers: Arc<Servers>,
     /// Users, roles and pause reasons; replaced on reload.
     pub access: Arc<Access>,
     /// Agent commands for every front end.
@@ -61,33 +60,33 @@ pub fn start(
     for q in &config.queues {
         ids.pin(&q.server, &q.name, q.id);
     }
-    let mut state = State::new(config.ami.iter().map(|a| a.id.as_str()), ids);
+    let (inputs_tx, inputs_rx) = mpsc::channel(hub::INPUT_QUEUE);
+    let servers = Servers::load(
+        config
+            .ami
+            .iter()
+            .map(|a| (a.name.clone().unwrap_or_else(|| a.id.clone()), a.client()))
+            .collect(),
+        Some(config.state_dir.clone()),
+        inputs_tx,
+        shutdown.clone(),
+    )?;
+    let enabled = servers.enabled_ids();
+    let mut state = State::new(enabled.iter().map(String::as_str), ids);
     state.seq = first_seq();
     let hub = Hub::new(state);
-    let (inputs_tx, inputs_rx) = mpsc::channel(hub::INPUT_QUEUE);
+    servers.start(hub.clone());
     tasks.spawn(hub::run(
         hub.clone(),
         inputs_rx,
         Some(config.state_dir.clone()),
     ));
-    let mut ami = BTreeMap::new();
-    for a in &config.ami {
-        let cfg = a.client();
-        let (handle, requests) = AmiHandle::new(cfg.id.clone());
-        tasks.spawn(client::run(
-            cfg,
-            requests,
-            inputs_tx.clone(),
-            shutdown.clone(),
-        ));
-        ami.insert(a.id.clone(), handle);
-    }
     let access = Access::new(
         config
             .directory()
             .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
     );
-    let commands = Commands::new(hub.clone(), ami.clone(), access.clone());
+    let commands = Commands::new(hub.clone(), servers.clone(), access.clone());
     let deadlines = Deadlines::load(Some(&config.state_dir))?;
     tasks.spawn(deadlines::run(
         deadlines.clone(),
@@ -99,7 +98,7 @@ pub fn start(
     tasks.spawn(history::run(history.clone(), hub.clone(), shutdown.clone()));
     Ok(Parts {
         hub,
-        ami,
+        servers,
         access,
         commands,
         deadlines,
@@ -115,18 +114,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let parts = start(&config, &tasks, &shutdown)?;
-    let app = AppState::new(
-        &parts,
-        &config.http.token,
-        config.http.max_event_streams,
-        shutdown.clone(),
-    );
+    let app = AppState::new(&parts, &config, shutdown.clone());
     info!(addr = %listener.local_addr()?, "http listening");
     let stop = shutdown.clone();
     axum::serve(listener, http::router(app))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .context("http server")?;
+    parts.servers.wait().await;
     drop(parts);
     tasks.close();
     tasks.wait().await;

@@ -106,11 +106,9 @@ impl Deadlines {
     /// Writes the file; called with the lock held so writes keep their order.
     fn save(&self, pending: &[Deadline]) {
         let Some(path) = &self.path else { return };
-        let tmp = path.with_extension("json.tmp");
         let result = serde_json::to_vec_pretty(pending)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
+            .and_then(|bytes| crate::persist::write_atomic(path, &bytes, false));
         if let Err(err) = result {
             warn!(%err, path = %path.display(), "cannot persist deadlines");
         }

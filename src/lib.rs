@@ -15,6 +15,11 @@
 //! * [`tokens`] — bearer tokens of the vendor dialects;
 //! * [`history`] — the call history in SQLite, written from the change stream;
 //! * [`deadlines`] — timed unpause and relogin (Yeastar's thresholds), persisted;
+//! * [`servers`] — the AMI connections, added, disabled and removed at run time (PortSIP's
+//!   queue servers), persisted;
+//! * [`queues_conf`] — queue definitions changed through Asterisk (GetConfig, UpdateConfig,
+//!   reload) and queue attributes in AstDB;
+//! * [`persist`] — atomic writes of the small files under `state_dir`;
 //! * [`daemon`] — wires it all together for `main`.
 //!
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
@@ -29,6 +34,9 @@ pub mod deadlines;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod persist;
+pub mod queues_conf;
 pub mod replay;
+pub mod servers;
 pub mod state;
 pub mod tokens;

@@ -65,6 +65,12 @@ fn header(line: &str) -> IResult<&str, (&str, &str)> {
 }
 
 /// `message = 1*header-line` — one pass over the lines, straight into header ranges.
+/// Whether the message is a response: its first line is `Response: …`.
+fn is_response(text: &str) -> bool {
+    text.get(..9)
+        .is_some_and(|k| k.eq_ignore_ascii_case("Response:"))
+}
+
 pub(crate) fn message(text: ByteString) -> Result<Message, ParseError> {
     let base = text.as_ptr() as usize;
     let at = |s: &str| s.as_ptr() as usize - base;
@@ -75,8 +81,19 @@ pub(crate) fn message(text: ByteString) -> Result<Message, ParseError> {
         if l.is_empty() {
             return Err(ParseError::NotAHeader); // the framer never leaves an empty line inside
         }
-        let (_, (k, v)) = header(l).map_err(|_| ParseError::NotAHeader)?;
-        fields.push(Field::new(at(k)..at(k) + k.len(), at(v)..at(v) + v.len()));
+        match header(l) {
+            Ok((_, (k, v))) => {
+                fields.push(Field::new(at(k)..at(k) + k.len(), at(v)..at(v) + v.len()))
+            }
+            // A response may carry a line of free text: GetConfig on a file without
+            // categories answers `No categories found`. It is kept as a key with no value.
+            Err(_) if !fields.is_empty() && is_response(&text) && !l.starts_with(':') => fields
+                .push(Field::new(
+                    at(l)..at(l) + l.len(),
+                    at(l) + l.len()..at(l) + l.len(),
+                )),
+            Err(_) => return Err(ParseError::NotAHeader),
+        }
         input = rest;
     }
     if fields.is_empty() {
@@ -131,5 +148,15 @@ mod tests {
             Err(ParseError::NotAHeader)
         );
         assert_eq!(parse(": no key\r\n"), Err(ParseError::NotAHeader));
+    }
+
+    #[test]
+    fn a_response_may_carry_a_line_of_text() {
+        let h = parse("Response: Success\r\nNo categories found\r\n").unwrap();
+        assert_eq!(h[1], ("No categories found".into(), String::new()));
+        assert_eq!(
+            parse("Response: Success\r\n: x\r\n"),
+            Err(ParseError::NotAHeader)
+        );
     }
 }

@@ -37,9 +37,10 @@ impl ApiError {
                 let status = match e.code {
                     Code::InvalidArgument => StatusCode::BAD_REQUEST,
                     Code::Forbidden => StatusCode::FORBIDDEN,
-                    Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember => {
-                        StatusCode::NOT_FOUND
-                    }
+                    Code::NoSuchServer
+                    | Code::NoSuchQueue
+                    | Code::NotMember
+                    | Code::NoSuchCaller => StatusCode::NOT_FOUND,
                     Code::NotDynamic => StatusCode::CONFLICT,
                     Code::NotConnected | Code::Busy => StatusCode::SERVICE_UNAVAILABLE,
                     Code::Timeout => StatusCode::GATEWAY_TIMEOUT,

@@ -8,12 +8,14 @@
 //! * agent commands: log in, log out, pause, penalty (see [`members`]).
 //!
 //! The Yeastar P-Series dialect is served under `/openapi/v1.0` (see [`yeastar`]), the
-//! Telecom X dialect under `/auth` and `/pbx` (see [`telecomx`]).
+//! Telecom X dialect under `/auth` and `/pbx` (see [`telecomx`]), the PortSIP dialect under
+//! `/api` (see [`portsip`]).
 //!
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
 mod error;
 pub mod members;
+pub mod portsip;
 pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
@@ -33,10 +35,12 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::command::Commands;
+use crate::config::{Config, PortsipConfig};
 use crate::daemon::Parts;
 use crate::deadlines::Deadlines;
 use crate::history::History;
 use crate::hub::Hub;
+use crate::queues_conf::QueuesConf;
 use crate::state::Queue;
 use crate::tokens::Tokens;
 
@@ -54,6 +58,12 @@ pub struct AppState {
     pub yeastar_tokens: Arc<Tokens>,
     /// Tokens of the Telecom X dialect.
     pub telecomx_tokens: Arc<Tokens>,
+    /// Tokens of the PortSIP dialect.
+    pub portsip_tokens: Arc<Tokens>,
+    /// `[portsip]`: the AMI account of servers added at run time.
+    pub portsip: Arc<PortsipConfig>,
+    /// Queue definitions through Asterisk (the PortSIP dialect's queue management).
+    pub queues_conf: QueuesConf,
     pub token: Arc<str>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
@@ -63,12 +73,7 @@ pub struct AppState {
 
 impl AppState {
     /// Handler state over the daemon's running parts.
-    pub fn new(
-        parts: &Parts,
-        token: &str,
-        max_streams: usize,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: &Parts, config: &Config, shutdown: CancellationToken) -> Self {
         Self {
             hub: parts.hub.clone(),
             commands: parts.commands.clone(),
@@ -76,8 +81,11 @@ impl AppState {
             history: parts.history.clone(),
             yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
             telecomx_tokens: Arc::new(Tokens::new(telecomx::TOKENS_PER_USER)),
-            token: Arc::from(token),
-            streams: Arc::new(Semaphore::new(max_streams)),
+            portsip_tokens: Arc::new(Tokens::new(portsip::TOKENS_PER_USER)),
+            portsip: Arc::new(config.portsip.clone()),
+            queues_conf: QueuesConf::new(parts.servers.clone(), parts.hub.clone()),
+            token: Arc::from(config.http.token.as_str()),
+            streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
             shutdown,
         }
     }
@@ -113,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
         .nest("/openapi/v1.0", yeastar::router())
+        .nest("/api", portsip::router())
         .merge(telecomx::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)

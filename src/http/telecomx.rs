@@ -84,7 +84,7 @@ fn command_error(e: CommandError) -> Error {
         Code::Forbidden => (StatusCode::FORBIDDEN, "access_denied"),
         Code::NotDynamic => (StatusCode::FORBIDDEN, "dynamic"),
         Code::NoSuchServer | Code::NoSuchQueue => (StatusCode::NOT_FOUND, "id"),
-        Code::NotMember => (StatusCode::NOT_FOUND, "member"),
+        Code::NotMember | Code::NoSuchCaller => (StatusCode::NOT_FOUND, "member"),
         Code::NotConnected | Code::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         Code::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         Code::Refused => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

@@ -93,7 +93,9 @@ fn command_error(e: &CommandError) -> Answer {
         }
         Code::InvalidArgument => return parameter_error("parameter", &e.message),
         Code::Forbidden => (20001, "PERMISSION DENIED"),
-        Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember => (40004, "RESOURCE NOT FOUND"),
+        Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember | Code::NoSuchCaller => {
+            (40004, "RESOURCE NOT FOUND")
+        }
         Code::NotConnected | Code::Busy => (50001, "PBX UNAVAILABLE"),
         Code::Timeout => (50002, "OPERATION TIMEOUT"),
         Code::NotDynamic | Code::Refused => (50003, "OPERATION FAILED"),

@@ -26,6 +26,8 @@ pub struct Change {
 pub enum ChangeKind {
     /// The AMI link went up, down, or finished its resync.
     Link(Link),
+    /// The server was removed or disabled at run time; its queues were removed just before.
+    ServerRemoved,
     /// A queue appeared or its parameters and statistics changed.
     QueueUpdated {
         queue: Arc<str>,

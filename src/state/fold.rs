@@ -196,6 +196,18 @@ impl Fold<'_> {
     }
 
     fn link(&mut self, state: &mut State, change: &LinkChange) {
+        if *change == LinkChange::Removed {
+            if let Some(server) = state.servers.remove(self.server) {
+                for q in server.queues.into_values() {
+                    self.push(ChangeKind::QueueRemoved {
+                        queue: q.name,
+                        queue_id: q.id,
+                    });
+                }
+                self.push(ChangeKind::ServerRemoved);
+            }
+            return;
+        }
         let link = &mut state.server_mut(self.server).link;
         let new = match change {
             LinkChange::Up => super::Link {
@@ -208,6 +220,7 @@ impl Fold<'_> {
                 synced: false,
                 reason: Some(reason.clone()),
             },
+            LinkChange::Removed => return,
         };
         if *link != new {
             *link = new.clone();

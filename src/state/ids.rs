@@ -114,10 +114,7 @@ impl QueueIds {
             })
             .collect();
         let json = serde_json::to_vec_pretty(&entries).map_err(std::io::Error::other)?;
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(tmp, dir.join(FILE))
+        crate::persist::write_atomic(&dir.join(FILE), &json, false)
     }
 }
 

@@ -58,6 +58,8 @@ pub enum LinkChange {
     Up,
     /// Disconnected, with the reason.
     Down(String),
+    /// The server was removed or disabled at run time: its queues and its entry go.
+    Removed,
 }
 
 /// What a QueueStatus request covered, so the fold knows what the absence of an item means.

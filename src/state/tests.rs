@@ -487,3 +487,21 @@ fn events_of_other_modules_change_nothing() {
     assert!(changes.is_empty());
     assert_eq!(st.seq, 0);
 }
+
+#[test]
+fn a_removed_server_takes_its_queues_along_and_says_so_last() {
+    let mut st = state();
+    join(&mut st, "sales", "1.1", "1");
+    join(&mut st, "support", "1.2", "1");
+    let changes: Vec<ChangeKind> = apply(&mut st, &input(0, What::Link(LinkChange::Removed)))
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert!(matches!(changes[0], ChangeKind::QueueRemoved { .. }));
+    assert!(matches!(changes[1], ChangeKind::QueueRemoved { .. }));
+    assert_eq!(changes[2], ChangeKind::ServerRemoved);
+    assert!(st.servers.is_empty());
+    let again = apply(&mut st, &input(0, What::Link(LinkChange::Removed)));
+    assert!(again.is_empty(), "removing twice changes nothing");
+}

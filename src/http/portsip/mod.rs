@@ -1,0 +1,374 @@
+//! The PortSIP dialect, under `/api` (rest-dialects.md §1, the v22.2 OpenAPI file).
+//!
+//! * Tokens: `POST /api/auth/sign_in` (JSON) or `POST /api/login/oauth/token` (form, grant
+//!   `password` or `refresh_token`) with a configured user's name or extension number; an
+//!   access token lasts an hour, a refresh token a week. `Authorization: Bearer` on the rest.
+//! * Roles: `admin` users are PortSIP's `Admin` (queues and queue servers), supervisors its
+//!   `QueueManager`, agents `StandardUser`. Agent commands are decided by [`crate::access`].
+//! * Ids are opaque strings: a queue's is its stable numeric id, a server's its `[[ami]]` id or
+//!   the one given when it was added; a waiting call's `session_id` is the caller's Uniqueid.
+//! * Errors: `{"errors":[{"code","message","detail"}]}` — `400 VALIDATE_FAILED` (bad id, body,
+//!   query option or a field Asterisk cannot honour, named in `detail.fields`),
+//!   `400 UNAUTHORIZED` (bad credentials), `401 UNAUTHORIZED` (no or bad token),
+//!   `403 FORBIDDEN`, `404 NOT_FOUND`, `409 CONFLICT`, `503 UNAVAILABLE` (AMI link down),
+//!   `504 TIMEOUT` (Asterisk did not confirm in time), `500 UNKNOWN` (Asterisk refused).
+
+mod odata;
+mod queues;
+mod servers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::access::User;
+use crate::command::{Code, CommandError};
+use crate::queues_conf::ConfError;
+use crate::servers::ServerError;
+use crate::tokens::Kind;
+
+/// Lifetime of an access token (the get-started page's sample).
+pub const ACCESS_TTL: Duration = Duration::from_secs(3600);
+/// Lifetime of a refresh token.
+pub const REFRESH_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Live access tokens per user.
+pub const TOKENS_PER_USER: usize = 100;
+/// The fixed `client_id` of PortSIP's OAuth-style token endpoint.
+pub const OAUTH_CLIENT_ID: &str = "9d806019-75b2-4b3d-bb8b-f5a3a412cc0a";
+
+/// A PortSIP error response.
+#[derive(Debug)]
+pub struct Error {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    detail: Option<Value>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut e = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.detail {
+            e["detail"] = d;
+        }
+        (self.status, Json(json!({ "errors": [e] }))).into_response()
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Error {
+    Error {
+        status,
+        code,
+        message: message.into(),
+        detail: None,
+    }
+}
+
+/// `400 VALIDATE_FAILED`.
+fn invalid(message: impl Into<String>) -> Error {
+    error(StatusCode::BAD_REQUEST, "VALIDATE_FAILED", message)
+}
+
+/// `400 VALIDATE_FAILED` naming the fields in `detail.fields`.
+fn invalid_fields(fields: &[&str], message: impl Into<String>) -> Error {
+    Error {
+        detail: Some(json!({ "fields": fields })),
+        ..invalid(message)
+    }
+}
+
+fn not_found(message: impl Into<String>) -> Error {
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+}
+
+fn forbidden(message: impl Into<String>) -> Error {
+    error(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+}
+
+fn unauthorized(message: impl Into<String>) -> Error {
+    error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+}
+
+fn command_error(e: CommandError) -> Error {
+    let (status, code) = match e.code {
+        Code::InvalidArgument | Code::NotDynamic => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
+        Code::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember | Code::NoSuchCaller => {
+            (StatusCode::NOT_FOUND, "NOT_FOUND")
+        }
+        Code::NotConnected | Code::Busy => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Code::Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT"),
+        Code::Refused => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    };
+    error(status, code, e.message)
+}
+
+fn conf_error(e: ConfError) -> Error {
+    let (status, code) = match &e {
+        ConfError::NotConnected(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        ConfError::Exists(_) => (StatusCode::CONFLICT, "CONFLICT"),
+        ConfError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ConfError::NotManaged(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        ConfError::Refused { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        ConfError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT"),
+    };
+    error(status, code, e.to_string())
+}
+
+fn server_error(e: ServerError) -> Error {
+    let (status, code) = match &e {
+        ServerError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ServerError::Internal(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        ServerError::Duplicate(_) => (StatusCode::CONFLICT, "CONFLICT"),
+        ServerError::TooMany => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
+        ServerError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    };
+    error(status, code, e.to_string())
+}
+
+/// A JSON body, or VALIDATE_FAILED naming what is wrong with it.
+fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T> {
+    body.map(|Json(b)| b).map_err(|e| invalid(e.body_text()))
+}
+
+/// The `{count, items}` envelope of a paged collection, after the query options.
+fn paged(
+    params: &HashMap<String, String>,
+    fields: &[odata::Field],
+    items: Vec<Value>,
+) -> Result<Json<Value>> {
+    let query = odata::ListQuery::parse(params, fields).map_err(|odata::Invalid(m)| invalid(m))?;
+    let (count, items) = query.apply(items, fields);
+    Ok(Json(json!({ "count": count, "items": items })))
+}
+
+/// The `/api` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/sign_in", post(sign_in))
+        .route("/auth/refresh_token", post(refresh_token))
+        .route("/auth/sign_out", post(sign_out))
+        .route("/auth/user", get(auth_user))
+        .route("/login/oauth/token", post(oauth_token))
+        .route("/login/oauth/revoke", post(sign_out))
+        .merge(servers::router())
+        .merge(queues::router())
+        .fallback(|| async { not_found("no such endpoint") })
+}
+
+// ---- Authentication ------------------------------------------------------------------------
+
+/// The signed-in user of a request.
+fn caller(app: &AppState, headers: &HeaderMap) -> Result<Arc<User>> {
+    let token = bearer(headers).ok_or_else(|| unauthorized("missing bearer token"))?;
+    let name = app
+        .portsip_tokens
+        .user(token, Kind::Access)
+        .ok_or_else(|| unauthorized("invalid or expired token"))?;
+    app.commands
+        .access()
+        .directory()
+        .user(&name)
+        .cloned()
+        .ok_or_else(|| unauthorized("invalid or expired token"))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The signed-in user, who must be an admin.
+fn admin(app: &AppState, headers: &HeaderMap) -> Result<Arc<User>> {
+    let user = caller(app, headers)?;
+    if user.admin {
+        Ok(user)
+    } else {
+        Err(forbidden(format!(
+            "{} is not an admin of queues and queue servers",
+            user.name
+        )))
+    }
+}
+
+fn role(u: &User) -> &'static str {
+    if u.admin {
+        "Admin"
+    } else if u.supervisor {
+        "QueueManager"
+    } else {
+        "StandardUser"
+    }
+}
+
+/// Checks a password off the reactor; the user may give their name or extension number.
+async fn authenticate(app: &AppState, username: &str, password: &str) -> Option<Arc<User>> {
+    let directory = app.commands.access().directory();
+    let name = directory
+        .user(username)
+        .or_else(|| {
+            directory
+                .users()
+                .find(|u| !u.number().is_empty() && u.number() == username)
+        })?
+        .name
+        .clone();
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || directory.authenticate(&name, &password))
+        .await
+        .ok()
+        .flatten()
+}
+
+fn tokens_for(app: &AppState, user: &str) -> Result<Json<Value>> {
+    let access = app
+        .portsip_tokens
+        .issue_access(user, ACCESS_TTL)
+        .map_err(|_| invalid("too many live tokens for this user: sign out first"))?;
+    let refresh = app.portsip_tokens.issue_refresh(user, REFRESH_TTL);
+    Ok(Json(json!({
+        "token_type": "Bearer",
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires_in": ACCESS_TTL.as_secs(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    username: String,
+    password: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    domain: Option<String>,
+}
+
+async fn sign_in(
+    State(app): State<AppState>,
+    b: Result<Json<SignIn>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let b = body(b)?;
+    let user = authenticate(&app, &b.username, &b.password)
+        .await
+        .ok_or_else(|| unauthorized("Login failed, authentication error"))?;
+    tokens_for(&app, &user.name)
+}
+
+#[derive(Deserialize)]
+struct Refresh {
+    refresh_token: String,
+}
+
+fn refresh(app: &AppState, token: &str) -> Result<Json<Value>> {
+    let user = app
+        .portsip_tokens
+        .user(token, Kind::Refresh)
+        .ok_or_else(|| unauthorized("invalid or expired refresh token"))?;
+    app.portsip_tokens.revoke(token);
+    tokens_for(app, &user)
+}
+
+async fn refresh_token(
+    State(app): State<AppState>,
+    b: Result<Json<Refresh>, JsonRejection>,
+) -> Result<Json<Value>> {
+    refresh(&app, &body(b)?.refresh_token)
+}
+
+async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> Result<StatusCode> {
+    caller(&app, &headers)?;
+    if let Some(t) = bearer(&headers) {
+        app.portsip_tokens.revoke(t);
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn auth_user(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
+    let user = caller(&app, &headers)?;
+    Ok(Json(json!({
+        "role": role(&user),
+        "password_verified": true,
+        "password_force_reset": false,
+    })))
+}
+
+#[derive(Deserialize)]
+struct OAuthForm {
+    grant_type: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    /// The live page's spelling in one version.
+    #[serde(default)]
+    clicent_id: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    scope: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    domain: Option<String>,
+}
+
+/// `POST /api/login/oauth/token` (form-encoded). Bad credentials are `400 UNAUTHORIZED`, as
+/// the page's sample shows.
+async fn oauth_token(
+    State(app): State<AppState>,
+    form: Result<Form<OAuthForm>, FormRejection>,
+) -> Result<Json<Value>> {
+    let Form(f) = form.map_err(|e| invalid(e.body_text()))?;
+    if f.client_id.or(f.clicent_id).as_deref() != Some(OAUTH_CLIENT_ID) {
+        return Err(invalid_fields(&["client_id"], "unknown client_id"));
+    }
+    let login_failed = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            "UNAUTHORIZED",
+            "Login failed, authentication error",
+        )
+    };
+    match f.grant_type.as_str() {
+        "password" => {
+            let (Some(u), Some(p)) = (f.username, f.password) else {
+                return Err(invalid_fields(
+                    &["username", "password"],
+                    "username and password are required",
+                ));
+            };
+            let user = authenticate(&app, &u, &p).await.ok_or_else(login_failed)?;
+            tokens_for(&app, &user.name)
+        }
+        "refresh_token" => {
+            let token = f
+                .refresh_token
+                .ok_or_else(|| invalid_fields(&["refresh_token"], "refresh_token is required"))?;
+            refresh(&app, &token)
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "UNKNOWN", "unknown error"))
+        }
+        other => Err(invalid_fields(
+            &["grant_type"],
+            format!("unsupported grant_type {other:?} (password, refresh_token)"),
+        )),
+    }
+}

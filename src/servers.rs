@@ -1,0 +1,449 @@
+//! The Asterisk servers queuebridge connects to — one AMI client each — changeable at run time.
+//!
+//! Servers of the configuration file are *internal*: they can be disabled and enabled again,
+//! never removed. Servers added at run time (PortSIP's `POST /api/call_queue_servers`) are
+//! *external*: kept with their AMI account in `state_dir/servers.json` (mode 0600, the only place
+//! their secret is ever written) and started again on the next start. The on/off switch of every
+//! server is kept in the same file.
+//!
+//! Stopping a client is ordered so the state never shows a ghost: the client is cancelled, its
+//! task is awaited (its last input is its link going down), and only then is
+//! [`LinkChange::Removed`] queued behind it, which drops the server and its queues from the
+//! state with a `queue_removed` change each and a final `server_removed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ami::client::{self, now_ms, AmiHandle, ClientConfig};
+use crate::hub::Hub;
+use crate::state::{Input, LinkChange, What};
+
+const FILE: &str = "servers.json";
+/// Most servers added at run time.
+pub const MAX_EXTERNAL: usize = 64;
+/// How long a stopping client may take to log off.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a server comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Origin {
+    /// The configuration file.
+    Internal,
+    /// Added at run time.
+    External,
+}
+
+/// What anyone may know of a server: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub origin: Origin,
+    pub enabled: bool,
+}
+
+/// A server to add.
+#[derive(Clone, Debug)]
+pub struct NewServer {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: String,
+    pub enabled: bool,
+}
+
+/// Why a change of the server list was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("no server {0:?}")]
+    NotFound(String),
+    #[error("server {0:?} comes from the configuration file and cannot be removed")]
+    Internal(String),
+    #[error("a server named {0:?} exists already")]
+    Duplicate(String),
+    #[error("at most {MAX_EXTERNAL} servers can be added")]
+    TooMany,
+    #[error("cannot persist the server list: {0}")]
+    Persist(String),
+}
+
+/// An external server as persisted, with its AMI account.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    name: String,
+    host: String,
+    port: u16,
+    username: String,
+    secret: String,
+    enabled: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    #[serde(default)]
+    external: Vec<Stored>,
+    /// Internal servers switched off.
+    #[serde(default)]
+    disabled: BTreeSet<String>,
+}
+
+struct Running {
+    handle: AmiHandle,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Entry {
+    info: ServerInfo,
+    client: ClientConfig,
+    running: Option<Running>,
+}
+
+/// The server list and its running clients.
+pub struct Servers {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Serializes changes, so two requests never start or stop the same client twice.
+    changing: tokio::sync::Mutex<()>,
+    /// Into the state task; let go in [`Servers::wait`] so the state task can end.
+    inputs: Mutex<Option<mpsc::Sender<Input>>>,
+    shutdown: CancellationToken,
+    path: Option<PathBuf>,
+    /// Timeouts and limits for added servers (those of the first configured one).
+    template: ClientConfig,
+    hub: OnceLock<Arc<Hub>>,
+}
+
+impl Servers {
+    /// Loads `state_dir/servers.json`; nothing runs until [`Servers::start`]. `internal` are
+    /// the configured servers, with their display names.
+    pub fn load(
+        internal: Vec<(String, ClientConfig)>,
+        state_dir: Option<PathBuf>,
+        inputs: mpsc::Sender<Input>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let path = state_dir.map(|d| d.join(FILE));
+        let file: File = match &path {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p)?;
+                serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{} is not a server list: {e}", p.display()))?
+            }
+            _ => File::default(),
+        };
+        let template = internal
+            .first()
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| anyhow::anyhow!("at least one [[ami]] server is required"))?;
+        let mut entries = BTreeMap::new();
+        for (name, client) in internal {
+            let info = ServerInfo {
+                id: client.id.to_string(),
+                name,
+                host: client.host.clone(),
+                port: client.port,
+                origin: Origin::Internal,
+                enabled: !file.disabled.contains(&*client.id),
+            };
+            entries.insert(
+                info.id.clone(),
+                Entry {
+                    info,
+                    client,
+                    running: None,
+                },
+            );
+        }
+        for s in file.external {
+            if entries.contains_key(&s.id) {
+                warn!(id = %s.id, "an added server has the id of a configured one; skipped");
+                continue;
+            }
+            let client = ClientConfig {
+                id: Arc::from(s.id.as_str()),
+                host: s.host.clone(),
+                port: s.port,
+                username: s.username,
+                secret: s.secret,
+                ..template.clone()
+            };
+            let info = ServerInfo {
+                id: s.id.clone(),
+                name: s.name,
+                host: s.host,
+                port: s.port,
+                origin: Origin::External,
+                enabled: s.enabled,
+            };
+            entries.insert(
+                s.id,
+                Entry {
+                    info,
+                    client,
+                    running: None,
+                },
+            );
+        }
+        Ok(Arc::new(Self {
+            entries: Mutex::new(entries),
+            changing: tokio::sync::Mutex::new(()),
+            inputs: Mutex::new(Some(inputs)),
+            shutdown,
+            path,
+            template,
+            hub: OnceLock::new(),
+        }))
+    }
+
+    /// Connects to every enabled server; `hub` is where their state is folded (so a removal
+    /// can wait until it shows there).
+    pub fn start(&self, hub: Arc<Hub>) {
+        let _ = self.hub.set(hub);
+        let mut entries = self.lock();
+        for e in entries.values_mut() {
+            if e.info.enabled && e.running.is_none() {
+                e.running = Some(self.spawn(&e.client));
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inputs(&self) -> Option<mpsc::Sender<Input>> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn spawn(&self, cfg: &ClientConfig) -> Running {
+        let (handle, requests) = AmiHandle::new(cfg.id.clone());
+        let stop = self.shutdown.child_token();
+        let task = match self.inputs() {
+            Some(inputs) => tokio::spawn(client::run(cfg.clone(), requests, inputs, stop.clone())),
+            // Shutting down: a client that is never started.
+            None => tokio::spawn(async {}),
+        };
+        Running { handle, stop, task }
+    }
+
+    /// The ids of the servers that are enabled (those the state should know).
+    pub fn enabled_ids(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|e| e.info.enabled)
+            .map(|e| e.info.id.clone())
+            .collect()
+    }
+
+    /// Where to send actions for `id`, while it runs.
+    pub fn handle(&self, id: &str) -> Option<AmiHandle> {
+        self.lock()
+            .get(id)
+            .and_then(|e| e.running.as_ref().map(|r| r.handle.clone()))
+    }
+
+    /// Every server, by id.
+    pub fn list(&self) -> Vec<ServerInfo> {
+        self.lock().values().map(|e| e.info.clone()).collect()
+    }
+
+    /// One server.
+    pub fn get(&self, id: &str) -> Option<ServerInfo> {
+        self.lock().get(id).map(|e| e.info.clone())
+    }
+
+    /// Adds a server and, when enabled, connects to it. Returns its id.
+    pub async fn add(&self, new: NewServer) -> Result<String, ServerError> {
+        let _changing = self.changing.lock().await;
+        let id = {
+            let mut entries = self.lock();
+            if entries.values().any(|e| e.info.name == new.name) {
+                return Err(ServerError::Duplicate(new.name));
+            }
+            let external = entries
+                .values()
+                .filter(|e| e.info.origin == Origin::External)
+                .count();
+            if external >= MAX_EXTERNAL {
+                return Err(ServerError::TooMany);
+            }
+            let id = loop {
+                let id = format!("qs{:012x}", fastrand::u64(..) >> 16);
+                if !entries.contains_key(&id) {
+                    break id;
+                }
+            };
+            let client = ClientConfig {
+                id: Arc::from(id.as_str()),
+                host: new.host.clone(),
+                port: new.port,
+                username: new.username,
+                secret: new.secret,
+                ..self.template.clone()
+            };
+            let running = new.enabled.then(|| self.spawn(&client));
+            entries.insert(
+                id.clone(),
+                Entry {
+                    info: ServerInfo {
+                        id: id.clone(),
+                        name: new.name,
+                        host: new.host,
+                        port: new.port,
+                        origin: Origin::External,
+                        enabled: new.enabled,
+                    },
+                    client,
+                    running,
+                },
+            );
+            id
+        };
+        info!(server = %id, "queue server added");
+        self.save()?;
+        Ok(id)
+    }
+
+    /// Switches a server on (connect) or off (disconnect; its queues leave the state).
+    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), ServerError> {
+        let _changing = self.changing.lock().await;
+        let stopping = {
+            let mut entries = self.lock();
+            let e = entries
+                .get_mut(id)
+                .ok_or_else(|| ServerError::NotFound(id.to_owned()))?;
+            if e.info.enabled == enabled {
+                return Ok(());
+            }
+            e.info.enabled = enabled;
+            if enabled {
+                e.running = Some(self.spawn(&e.client));
+                None
+            } else {
+                e.running.take()
+            }
+        };
+        if let Some(r) = stopping {
+            self.stop(id, r).await;
+        }
+        info!(server = %id, enabled, "queue server switched");
+        self.save()
+    }
+
+    /// Removes an added server: disconnects and forgets it.
+    pub async fn remove(&self, id: &str) -> Result<(), ServerError> {
+        let _changing = self.changing.lock().await;
+        let entry = {
+            let mut entries = self.lock();
+            match entries.get(id) {
+                None => return Err(ServerError::NotFound(id.to_owned())),
+                Some(e) if e.info.origin == Origin::Internal => {
+                    return Err(ServerError::Internal(id.to_owned()))
+                }
+                Some(_) => entries.remove(id),
+            }
+        };
+        if let Some(r) = entry.and_then(|e| e.running) {
+            self.stop(id, r).await;
+        }
+        info!(server = %id, "queue server removed");
+        self.save()
+    }
+
+    /// Stops a client, waits for its last input, then drops the server from the state and
+    /// waits until the state shows it gone.
+    async fn stop(&self, id: &str, running: Running) {
+        let mut changes = self.hub.get().map(|h| h.subscribe());
+        running.stop.cancel();
+        if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
+            warn!(server = %id, "AMI client did not stop in time");
+        }
+        if let Some(inputs) = self.inputs() {
+            let _ = inputs
+                .send(Input {
+                    server: Arc::from(id),
+                    at_ms: now_ms(),
+                    what: What::Link(LinkChange::Removed),
+                })
+                .await;
+        }
+        let (Some(hub), Some(changes)) = (self.hub.get(), changes.as_mut()) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while hub.read(|s| s.servers.contains_key(id)) {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) | Err(_) => {
+                    warn!(server = %id, "the state did not drop the server in time");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn save(&self) -> Result<(), ServerError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = {
+            let entries = self.lock();
+            File {
+                external: entries
+                    .values()
+                    .filter(|e| e.info.origin == Origin::External)
+                    .map(|e| Stored {
+                        id: e.info.id.clone(),
+                        name: e.info.name.clone(),
+                        host: e.client.host.clone(),
+                        port: e.client.port,
+                        username: e.client.username.clone(),
+                        secret: e.client.secret.clone(),
+                        enabled: e.info.enabled,
+                    })
+                    .collect(),
+                disabled: entries
+                    .values()
+                    .filter(|e| e.info.origin == Origin::Internal && !e.info.enabled)
+                    .map(|e| e.info.id.clone())
+                    .collect(),
+            }
+        };
+        serde_json::to_vec_pretty(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::persist::write_atomic(path, &bytes, true))
+            .map_err(|e| ServerError::Persist(e.to_string()))
+    }
+
+    /// Waits for every client to end (after `shutdown` was cancelled) and lets go of the
+    /// state task's input, so it ends too.
+    pub async fn wait(&self) {
+        let _changing = self.changing.lock().await;
+        self.inputs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let tasks: Vec<JoinHandle<()>> = self
+            .lock()
+            .values_mut()
+            .filter_map(|e| e.running.take().map(|r| r.task))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
