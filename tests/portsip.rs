@@ -557,6 +557,35 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
     assert_eq!(v["items"][0]["display_name"], "Alice");
     driver.command("channel request hangup all").await;
 
+    // The longest wait is honoured: a caller of a queue without agents leaves after 15 s.
+    let (s, v) = ps
+        .post(
+            "/call_queues",
+            &admin,
+            json!({"name": "Short", "extension_number": "8002", "max_waiting_time": 15,
+                   "polling_strategy": "RING_SIMULTANEOUSLY", "wait_when_no_agents_online": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let short = v["id"].as_str().expect("id").to_owned();
+    let mut events = common::subscribe(&bridge, None).await;
+    driver.call("8002", ("5550002", "Bob"), 30, 60, None).await;
+    let joined =
+        common::expect_change(&mut events, "caller_joined", 10, |c| c["queue"] == "8002").await;
+    common::expect_change(&mut events, "caller_left", 30, |c| c["queue"] == "8002").await;
+    let entered = joined.data["caller"]["entered"].as_i64().expect("entered");
+    let gone_after = queuebridge::ami::client::now_secs() - entered;
+    assert!((14..=25).contains(&gone_after), "left after {gone_after} s");
+    let (s, _) = ps
+        .call(
+            Method::POST,
+            &format!("/call_queues/{short}/destroy"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+
     // Destroy: gone from Asterisk and from every front end.
     until("the caller gone", async || {
         driver
@@ -706,6 +735,20 @@ async fn agent_status_and_picking_a_chosen_caller() {
     assert_eq!(s, 200, "a supervisor sets a colleague's status: {v}");
     let (_, v) = ps.get("/users/tweber/call_queues/2/agent", &boss).await;
     assert_eq!(v["status"], "WRAP_UP");
+    // The device state wins over the pause, as PortSIP shows a busy agent busy.
+    for (state, want) in [
+        ("INUSE", "OTHER_CALL"),
+        ("ONHOLD", "ON_HOLD"),
+        ("UNAVAILABLE", "OFFLINE"),
+    ] {
+        driver.devstate("agent3", state).await;
+        until(&format!("{state} read as {want}"), async || {
+            let (_, v) = ps.get("/call_queues/2/agents/203", &tweber).await;
+            (v["status"] == want).then_some(())
+        })
+        .await;
+    }
+    driver.devstate("agent3", "NOT_INUSE").await;
     let (s, _) = ps.get("/users/boss/call_queues", &tweber).await;
     assert_eq!(s, 403);
 
@@ -782,6 +825,30 @@ async fn agent_status_and_picking_a_chosen_caller() {
         Some(1),
         "every front end sees it: {v}"
     );
+    driver.command("channel request hangup all").await;
+
+    // A queue call answered by agent3 reads as QUEUE_CALL.
+    until("support empty", async || {
+        let (_, v) = ps.get("/call_queues/2/waiting", &tweber).await;
+        (v["items"].as_array().map(Vec::len) == Some(0)).then_some(())
+    })
+    .await;
+    let (s, _) = ps
+        .post(
+            "/user/call_queues/2/agent",
+            &tweber,
+            json!({"status": "READY"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    driver
+        .call("support", ("1003", "Third"), 30, 60, None)
+        .await;
+    until("agent3 in a queue call", async || {
+        let (_, v) = ps.get("/call_queues/2/agents/203", &tweber).await;
+        (v["status"] == "QUEUE_CALL").then_some(())
+    })
+    .await;
     driver.command("channel request hangup all").await;
 }
 
