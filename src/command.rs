@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use crate::access::{Access, Action, Principal};
 use crate::ami::client::ActionError;
@@ -198,30 +197,16 @@ impl Commands {
             return Ok(Done::Unchanged);
         }
         // Subscribe before sending, so the confirming change cannot slip past.
-        let mut changes = self.hub.subscribe();
+        let changes = self.hub.subscribe();
         let reply = handle.send(command.action()).await.map_err(action_error)?;
         if !reply.is_success() {
             return command.refused(reply.message());
         }
-        let deadline = Instant::now() + self.confirm;
-        loop {
-            if self.hub.read(|s| command.satisfied(s, server)) != Some(false) {
-                return Ok(Done::Applied);
-            }
-            match timeout_at(deadline, changes.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    return Err(fail(
-                        Code::Timeout,
-                        format!(
-                            "Asterisk accepted {} but did not confirm it within {} s",
-                            command.name(),
-                            self.confirm.as_secs()
-                        ),
-                    ))
-                }
-            }
-        }
+        let what = format!("{}'s effect", command.name());
+        self.confirmed(changes, &what, |s| {
+            command.satisfied(s, server) != Some(false)
+        })
+        .await
     }
 
     /// Delivers the waiting caller `uniqueid` of `queue` to `interface`, out of turn: the
@@ -266,7 +251,7 @@ impl Commands {
                 )
             })
         })?;
-        let mut changes = self.hub.subscribe();
+        let changes = self.hub.subscribe();
         for action in [
             Message::action("Setvar")
                 .with("Channel", &channel)
@@ -290,24 +275,31 @@ impl Commands {
                 return Err(fail(code, format!("{name}: {}", reply.message().trim())));
             }
         }
+        self.confirmed(changes, "the redirected caller's leave", |s| {
+            waiting(s).is_none()
+        })
+        .await
+    }
+
+    /// Success once the state shows what was asked (`done`), a timeout after
+    /// [`CONFIRM_TIMEOUT`] otherwise.
+    async fn confirmed(
+        &self,
+        mut changes: tokio::sync::broadcast::Receiver<Arc<crate::state::Change>>,
+        what: &str,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<Done, CommandError> {
         let deadline = Instant::now() + self.confirm;
-        loop {
-            if self.hub.read(|s| waiting(s).is_none()) {
-                return Ok(Done::Applied);
-            }
-            match timeout_at(deadline, changes.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    return Err(fail(
-                        Code::Timeout,
-                        format!(
-                            "Asterisk redirected the caller but the queue did not confirm it \
-                             within {} s",
-                            self.confirm.as_secs()
-                        ),
-                    ))
-                }
-            }
+        if self.hub.wait_for(&mut changes, deadline, done).await {
+            Ok(Done::Applied)
+        } else {
+            Err(fail(
+                Code::Timeout,
+                format!(
+                    "Asterisk accepted the action but did not confirm {what} within {} s",
+                    self.confirm.as_secs()
+                ),
+            ))
         }
     }
 

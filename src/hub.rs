@@ -107,6 +107,26 @@ impl Hub {
         self.changes.subscribe()
     }
 
+    /// Waits until `done` holds on the state, checking again after every change, until
+    /// `deadline`; false if it did not. Subscribe `changes` before doing what is awaited, so
+    /// no change slips past.
+    pub async fn wait_for(
+        &self,
+        changes: &mut broadcast::Receiver<Arc<Change>>,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
+        loop {
+            if self.read(&done) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return false,
+            }
+        }
+    }
+
     /// What a subscriber that saw everything up to `last_seq` needs to catch up.
     pub fn resume(&self, last_seq: Option<u64>) -> Resume {
         let shared = self.read_guard();

@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use crate::ami::client::ActionError;
 use crate::ami::demux::Reply;
@@ -294,11 +293,13 @@ impl QueuesConf {
         .await
     }
 
-    async fn managed(&self, server: &str, name: &str) -> Result<(), ConfError> {
-        match self.read(server).await?.get(name) {
-            None => Err(ConfError::NotFound(name.to_owned())),
-            Some(c) if !c.managed => Err(ConfError::NotManaged(name.to_owned())),
-            Some(_) => Ok(()),
+    /// The definition of a queue queuebridge may change (one of [`MANAGED_FILE`]).
+    pub async fn managed(&self, server: &str, name: &str) -> Result<QueueConf, ConfError> {
+        let conf = self.get(server, name).await?;
+        if conf.managed {
+            Ok(conf)
+        } else {
+            Err(ConfError::NotManaged(name.to_owned()))
         }
     }
 
@@ -364,20 +365,14 @@ impl QueuesConf {
     ) -> Result<(), ConfError> {
         let mut changes = self.hub.subscribe();
         let deadline = Instant::now() + SETTLE;
-        loop {
-            if self.hub.read(&done) {
-                return Ok(());
-            }
-            match timeout_at(deadline, changes.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    return Err(ConfError::Timeout(format!(
-                        "Asterisk saved the change on {server} but QueueStatus did not show \
-                         {what} within {} s",
-                        SETTLE.as_secs()
-                    )))
-                }
-            }
+        if self.hub.wait_for(&mut changes, deadline, done).await {
+            Ok(())
+        } else {
+            Err(ConfError::Timeout(format!(
+                "Asterisk saved the change on {server} but QueueStatus did not show {what} \
+                 within {} s",
+                SETTLE.as_secs()
+            )))
         }
     }
 

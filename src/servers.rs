@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -388,14 +387,11 @@ impl Servers {
             return;
         };
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
-        while hub.read(|s| s.servers.contains_key(id)) {
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
-                Ok(Err(RecvError::Closed)) | Err(_) => {
-                    warn!(server = %id, "the state did not drop the server in time");
-                    return;
-                }
-            }
+        if !hub
+            .wait_for(changes, deadline, |s| !s.servers.contains_key(id))
+            .await
+        {
+            warn!(server = %id, "the state did not drop the server in time");
         }
     }
 

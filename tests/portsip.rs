@@ -81,6 +81,11 @@ impl Ps<'_> {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    /// A POST without a body (destroy, pickup, sign_out).
+    async fn action(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(Method::POST, path, token, None).await
+    }
+
     async fn sign_in(&self, user: &str, password: &str) -> String {
         let (s, v) = self
             .post(
@@ -220,9 +225,7 @@ async fn tokens_roles_lists_and_errors() {
         (401, "UNAUTHORIZED"),
         "a refresh token is used once"
     );
-    let (s, _) = ps
-        .call(Method::POST, "/auth/sign_out", &by_number, None)
-        .await;
+    let (s, _) = ps.action("/auth/sign_out", &by_number).await;
     assert_eq!(s, 200);
     let (s, v) = ps.get("/call_queues", &by_number).await;
     assert_eq!((s, code(&v)), (401, "UNAUTHORIZED"));
@@ -302,42 +305,16 @@ async fn tokens_roles_lists_and_errors() {
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"));
     let (s, v) = ps.get("/call_queues/1/status", &boss).await;
     assert_eq!((s, v), (200, json!({"status": "ONLINE"})));
-    let (s, v) = ps
-        .post(
-            "/call_queues/2/agents/203",
-            &agent,
-            json!({"state": "READY"}),
-        )
-        .await;
-    assert_eq!(
-        (s, code(&v)),
-        (400, "VALIDATE_FAILED"),
-        "unknown body field: {v}"
-    );
-    let (s, v) = ps
-        .call(Method::POST, "/call_queues/2/agents/203", &agent, None)
-        .await;
-    assert_eq!((s, code(&v)), (400, "VALIDATE_FAILED"), "no body: {v}");
-    let (s, v) = ps
-        .post(
-            "/call_queues/2/agents/12",
-            &agent,
-            json!({"status": "READY"}),
-        )
-        .await;
-    assert_eq!(
-        (s, code(&v)),
-        (400, "VALIDATE_FAILED"),
-        "bad agent number: {v}"
-    );
-    let (s, v) = ps
-        .post(
-            "/call_queues/2/agents/203",
-            &agent,
-            json!({"status": "ASLEEP"}),
-        )
-        .await;
-    assert_eq!((s, code(&v)), (400, "VALIDATE_FAILED"), "{v}");
+    for (path, body, why) in [
+        ("203", Some(json!({"state": "READY"})), "unknown body field"),
+        ("203", None, "no body"),
+        ("12", Some(json!({"status": "READY"})), "bad agent number"),
+        ("203", Some(json!({"status": "ASLEEP"})), "unknown status"),
+    ] {
+        let path = format!("/call_queues/2/agents/{path}");
+        let (s, v) = ps.call(Method::POST, &path, &agent, body).await;
+        assert_eq!((s, code(&v)), (400, "VALIDATE_FAILED"), "{why}: {v}");
+    }
     let (s, v) = ps.get("/call_queues/2/agents/299", &agent).await;
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
 }
@@ -577,12 +554,7 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
     let gone_after = queuebridge::ami::client::now_secs() - entered;
     assert!((14..=25).contains(&gone_after), "left after {gone_after} s");
     let (s, _) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queues/{short}/destroy"),
-            &admin,
-            None,
-        )
+        .action(&format!("/call_queues/{short}/destroy"), &admin)
         .await;
     assert_eq!(s, 204);
 
@@ -597,12 +569,7 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
     })
     .await;
     let (s, v) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queues/{id}/destroy"),
-            &admin,
-            None,
-        )
+        .action(&format!("/call_queues/{id}/destroy"), &admin)
         .await;
     assert_eq!(s, 204, "{v}");
     assert!(driver.queue_status("8001").await.is_empty());
@@ -614,17 +581,10 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
     let (s, _) = bridge.call("GET", "/api/v1/queues/pbx1/8001", None).await;
     assert_eq!(s, 404);
     let (s, v) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queues/{id}/destroy"),
-            &admin,
-            None,
-        )
+        .action(&format!("/call_queues/{id}/destroy"), &admin)
         .await;
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"));
-    let (s, v) = ps
-        .call(Method::POST, "/call_queues/x/destroy", &admin, None)
-        .await;
+    let (s, v) = ps.action("/call_queues/x/destroy", &admin).await;
     assert_eq!((s, code(&v)), (400, "VALIDATE_FAILED"));
 }
 
@@ -777,31 +737,16 @@ async fn agent_status_and_picking_a_chosen_caller() {
         .expect("session")
         .to_owned();
     let (s, v) = ps
-        .call(
-            Method::POST,
-            "/call_queues/2/waiting/nope/pickup",
-            &tweber,
-            None,
-        )
+        .action("/call_queues/2/waiting/nope/pickup", &tweber)
         .await;
     assert_eq!((s, code(&v)), (404, "NOT_FOUND"), "{v}");
     let mmeyer = ps.sign_in("mmeyer", "agent-pw").await;
     let (s, _) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queues/2/waiting/{second}/pickup"),
-            &mmeyer,
-            None,
-        )
+        .action(&format!("/call_queues/2/waiting/{second}/pickup"), &mmeyer)
         .await;
     assert_eq!(s, 404, "mmeyer cannot see support");
     let (s, v) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queues/2/waiting/{second}/pickup"),
-            &tweber,
-            None,
-        )
+        .action(&format!("/call_queues/2/waiting/{second}/pickup"), &tweber)
         .await;
     assert_eq!(s, 200, "{v}");
     let entries: Vec<Message> = driver
@@ -980,46 +925,24 @@ async fn queue_servers_come_and_go_at_run_time() {
     .await;
 
     // The configured server stays; the added one goes with its queues.
-    let (s, v) = ps
-        .call(
-            Method::POST,
-            "/call_queue_servers/pbx1/destroy",
-            &admin,
-            None,
-        )
-        .await;
+    let (s, v) = ps.action("/call_queue_servers/pbx1/destroy", &admin).await;
     assert_eq!((s, code(&v)), (403, "FORBIDDEN"), "{v}");
     let (s, v) = ps
-        .call(
-            Method::POST,
-            "/call_queue_servers/no%20such/destroy",
-            &admin,
-            None,
-        )
+        .action("/call_queue_servers/no%20such/destroy", &admin)
         .await;
     assert_eq!(
         (s, v["errors"][0]["message"].as_str()),
         (400, Some("Invalid server id supplied"))
     );
     let (s, v) = ps
-        .call(
-            Method::POST,
-            "/call_queue_servers/nosuch/destroy",
-            &admin,
-            None,
-        )
+        .action("/call_queue_servers/nosuch/destroy", &admin)
         .await;
     assert_eq!(
         (s, v["errors"][0]["message"].as_str()),
         (404, Some("Server not found"))
     );
     let (s, _) = ps
-        .call(
-            Method::POST,
-            &format!("/call_queue_servers/{id}/destroy"),
-            &admin,
-            None,
-        )
+        .action(&format!("/call_queue_servers/{id}/destroy"), &admin)
         .await;
     assert_eq!(s, 204);
     let (_, v) = ps.get("/call_queues", &admin).await;

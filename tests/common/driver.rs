@@ -27,12 +27,30 @@ impl Driver {
             demux: Demux::default(),
             next: 0,
         };
+        // System events until FullyBooted (sent at login once Asterisk is up): the AMI port
+        // opens before every module (func_devstate …) is loaded.
         let login = Message::action("Login")
             .with("Username", "driver")
             .with("Secret", SECRET)
-            .with("Events", "off");
+            .with("Events", "system");
         let r = d.send(login).await;
         assert!(r.is_success(), "driver login: {:?}", r.response);
+        let booted = async {
+            loop {
+                match d.io.next().await {
+                    Some(Ok(Frame::Message(m))) if m.event_name() == Some("FullyBooted") => break,
+                    Some(Ok(_)) => {}
+                    other => panic!("driver connection ended: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), booted)
+            .await
+            .expect("Asterisk fully booted");
+        let r = d
+            .send(Message::action("Events").with("EventMask", "off"))
+            .await;
+        assert!(r.is_success(), "events off: {:?}", r.response);
         d
     }
 

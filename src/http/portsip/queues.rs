@@ -672,15 +672,9 @@ async fn update(
     }
     let mut conf = app
         .queues_conf
-        .get(&q.server, &q.name)
+        .managed(&q.server, &q.name)
         .await
         .map_err(conf_error)?;
-    if !conf.managed {
-        return Err(forbidden(format!(
-            "queue {} is defined in queues.conf, not by queuebridge, and is left as it is",
-            q.name
-        )));
-    }
     let extras = apply_fields(&b, &mut conf)?;
     store_extras(&app, &q.server, &q.name, &extras).await?;
     app.queues_conf
@@ -917,15 +911,9 @@ async fn set_agents(
     }
     let mut conf = app
         .queues_conf
-        .get(&q.server, &q.name)
+        .managed(&q.server, &q.name)
         .await
         .map_err(conf_error)?;
-    if !conf.managed {
-        return Err(forbidden(format!(
-            "queue {} is defined in queues.conf, not by queuebridge, and is left as it is",
-            q.name
-        )));
-    }
     conf.members = members;
     app.queues_conf
         .replace(&q.server, &q.name, &conf)
