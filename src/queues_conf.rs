@@ -71,10 +71,15 @@ impl StaticMember {
         }
     }
 
+    /// The line's value; a comma in the name would start the next field, so it becomes a
+    /// space.
     fn line(&self) -> String {
         format!(
             "{},{},{},{}",
-            self.interface, self.penalty, self.name, self.state_interface
+            self.interface,
+            self.penalty,
+            self.name.replace(',', " "),
+            self.state_interface
         )
     }
 }
@@ -487,6 +492,14 @@ mod tests {
         assert_eq!(m.penalty, 2);
         assert_eq!(m.state_interface, "Custom:agent1");
         assert_eq!(m.line(), "Local/agent1@agents/n,2,Agent One,Custom:agent1");
+        let comma = StaticMember {
+            name: "Weber, Thomas".into(),
+            ..m
+        };
+        assert_eq!(
+            comma.line(),
+            "Local/agent1@agents/n,2,Weber  Thomas,Custom:agent1"
+        );
     }
 
     #[test]

@@ -450,6 +450,11 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
         )
         .await;
     assert_eq!((s, code(&v)), (409, "CONFLICT"), "{v}");
+    let (_, q) = ps.get(&format!("/call_queues/{id}"), &admin).await;
+    assert_eq!(
+        q["name"], "Hotline",
+        "a refused create leaves the queue as it was"
+    );
 
     // Update: new strategy, ring time and name; the static members are the agent list.
     let (s, v) = ps

@@ -31,7 +31,7 @@ use crate::access::{extension_of, Principal, User, AGENT_STATES};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
-use crate::queues_conf::{Attribute, Attributes, QueueConf, StaticMember};
+use crate::queues_conf::{Attribute, Attributes, ConfError, QueueConf, StaticMember};
 use crate::state::{Member, Queue};
 
 const FIELDS: &[Field] = &[
@@ -76,11 +76,11 @@ pub fn router() -> Router<AppState> {
 // ---- Lookups -------------------------------------------------------------------------------
 
 /// The queue with this PortSIP id, if the user may see it.
-fn find(app: &AppState, who: &User, id: &str) -> Result<Queue> {
+fn find(app: &AppState, who: &Arc<User>, id: &str) -> Result<Queue> {
     let n: u64 = id
         .parse()
         .map_err(|_| invalid("Invalid call queue ID supplied"))?;
-    let principal = Principal::User(Arc::new(who.clone()));
+    let principal = Principal::User(who.clone());
     app.hub
         .read(|s| s.queues().find(|q| q.id == n).cloned())
         .filter(|q| principal.can_see(q))
@@ -223,10 +223,10 @@ async fn list(
 /// Summaries of the queues `user` may see and `keep` selects, server by server.
 async fn visible_summaries(
     app: &AppState,
-    user: &User,
+    user: &Arc<User>,
     keep: impl Fn(&Queue) -> bool,
 ) -> Vec<Value> {
-    let principal = Principal::User(Arc::new(user.clone()));
+    let principal = Principal::User(user.clone());
     let queues: Vec<Queue> = app.hub.read(|s| {
         s.queues()
             .filter(|q| principal.can_see(q) && keep(q))
@@ -642,7 +642,17 @@ async fn create(
     let mut conf = new_definition();
     let mut extras = apply_fields(&b, &mut conf)?;
     extras.max_waiting_time = extras.max_waiting_time.or(Some(300));
-    // Before the queue exists, so the dialplan and the name are right from its first call.
+    // Before the queue exists, so the dialplan and the name are right from its first call —
+    // and only when it does not exist yet, not to touch an existing queue's attributes.
+    let exists = app
+        .queues_conf
+        .read(&server)
+        .await
+        .map_err(conf_error)?
+        .contains_key(&number);
+    if exists || app.hub.read(|s| s.queue(&server, &number).is_some()) {
+        return Err(conf_error(ConfError::Exists(number)));
+    }
     store_extras(&app, &server, &number, &extras).await?;
     app.queues_conf
         .create(&server, &number, &conf)
@@ -1058,7 +1068,7 @@ fn subject(app: &AppState, who: &User, name: &str) -> Result<Arc<User>> {
 }
 
 /// The queues `u` is an agent of: a member, or allowed to log in.
-async fn queues_of(app: &AppState, u: &User) -> Json<Value> {
+async fn queues_of(app: &AppState, u: &Arc<User>) -> Json<Value> {
     let items = visible_summaries(app, u, |q| {
         *q.server == *u.server
             && (u.queues.contains(&*q.name) || q.members.contains_key(&u.interface))
@@ -1092,7 +1102,7 @@ async fn user_queues(
     Ok(queues_of(&app, &u).await)
 }
 
-fn agent_of_user(app: &AppState, who: &User, u: &User, id: &str) -> Result<(Queue, Agent)> {
+fn agent_of_user(app: &AppState, who: &Arc<User>, u: &User, id: &str) -> Result<(Queue, Agent)> {
     let q = find(app, who, id)?;
     let a = own_agent_entry(app, u, &q)?;
     Ok((q, a))
