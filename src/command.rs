@@ -1,7 +1,8 @@
 //! The command layer: the one way every front end acts on agents.
 //!
 //! A [`Command`] becomes one AMI action (`QueueAdd`, `QueueRemove`, `QueuePause`,
-//! `QueuePenalty`). It has exactly one outcome:
+//! `QueuePenalty`); [`Commands::pickup`] takes a chosen waiting caller to an agent (`Setvar` +
+//! `Redirect`). Each has exactly one outcome:
 //!
 //! * **success** once the state shows what was asked — folded from the confirming event
 //!   (QueueMemberAdded / Removed / Pause / Penalty) — or when it already did (commands are
