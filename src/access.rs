@@ -448,9 +448,9 @@ mod tests {
         assert_eq!(free.pause_reason("Nap").as_deref(), Some("Nap"));
     }
 
-    #[test]
-    fn agents_act_on_their_own_entries_only() {
-        let dir = Directory::new(
+    /// tweber, an agent who may join sales, and boss, a supervisor.
+    fn agent_and_boss() -> Directory {
+        Directory::new(
             &[
                 user("tweber", &[], &["sales"]),
                 user("boss", &["supervisor"], &[]),
@@ -458,7 +458,12 @@ mod tests {
             &[],
             &["pbx1"],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn agents_act_on_their_own_entries_only() {
+        let dir = agent_and_boss();
         let st = State::new(["pbx1"], QueueIds::default());
         let agent = Principal::User(dir.user("tweber").unwrap().clone());
         let boss = Principal::User(dir.user("boss").unwrap().clone());
@@ -474,19 +479,14 @@ mod tests {
         assert!(may(&boss, "support", own, Action::Pause));
         assert!(may(&boss, "support", own, Action::Penalty));
         assert!(may(&Principal::Service, "support", other, Action::Logout));
+        assert!(may(&agent, "sales", own, Action::Pickup));
+        assert!(!may(&agent, "support", own, Action::Pickup));
+        assert!(!may(&agent, "sales", other, Action::Pickup));
     }
 
     #[test]
     fn agents_see_the_queues_they_belong_to() {
-        let dir = Directory::new(
-            &[
-                user("tweber", &[], &["sales"]),
-                user("boss", &["supervisor"], &[]),
-            ],
-            &[],
-            &["pbx1"],
-        )
-        .unwrap();
+        let dir = agent_and_boss();
         let queue = |name: &str, member: Option<&str>| Queue {
             server: Arc::from("pbx1"),
             name: Arc::from(name),

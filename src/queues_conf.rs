@@ -242,16 +242,22 @@ impl QueuesConf {
             .ok_or_else(|| ConfError::NotFound(name.to_owned()))
     }
 
-    /// Defines a new queue and waits until Asterisk runs it.
+    /// Defines a new queue — its AstDB attributes first, so the dialplan has them from the
+    /// first call — and waits until Asterisk runs it. A queue of that name, in the files or
+    /// still running, is left untouched.
     pub async fn create(
         &self,
         server: &str,
         name: &str,
         conf: &QueueConf,
+        attributes: &[(Attribute, Option<String>)],
     ) -> Result<(), ConfError> {
-        if self.read(server).await?.contains_key(name) {
+        if self.read(server).await?.contains_key(name)
+            || self.hub.read(|s| s.queue(server, name).is_some())
+        {
             return Err(ConfError::Exists(name.to_owned()));
         }
+        self.set_attributes(server, name, attributes).await?;
         self.write(server, name, conf, false).await?;
         self.settle(server, &format!("queue {name} to appear"), |s| {
             s.queue(server, name).is_some_and(|q| shows(q, conf))
@@ -259,14 +265,19 @@ impl QueuesConf {
         .await
     }
 
-    /// Replaces a managed queue's definition (options and static members).
+    /// Replaces the definition (options and static members) of a managed queue, as read with
+    /// [`QueuesConf::managed`], and sets its AstDB attributes.
     pub async fn replace(
         &self,
         server: &str,
         name: &str,
         conf: &QueueConf,
+        attributes: &[(Attribute, Option<String>)],
     ) -> Result<(), ConfError> {
-        self.managed(server, name).await?;
+        if !conf.managed {
+            return Err(ConfError::NotManaged(name.to_owned()));
+        }
+        self.set_attributes(server, name, attributes).await?;
         self.write(server, name, conf, true).await?;
         self.settle(server, &format!("queue {name} to change"), |s| {
             s.queue(server, name).is_some_and(|q| shows(q, conf))
@@ -408,6 +419,19 @@ impl QueuesConf {
             }
         }
         Ok(out)
+    }
+
+    async fn set_attributes(
+        &self,
+        server: &str,
+        queue: &str,
+        attributes: &[(Attribute, Option<String>)],
+    ) -> Result<(), ConfError> {
+        for (attr, value) in attributes {
+            self.set_attribute(server, queue, *attr, value.as_deref())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sets (or, with `None`, removes) one attribute of a queue in AstDB.

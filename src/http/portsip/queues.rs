@@ -27,11 +27,11 @@ use super::{
     admin, body, caller, command_error, conf_error, forbidden, invalid, invalid_fields, not_found,
     paged, Result,
 };
-use crate::access::{extension_of, Principal, User, AGENT_STATES};
+use crate::access::{extension_of, Principal, User};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
-use crate::queues_conf::{Attribute, Attributes, ConfError, QueueConf, StaticMember};
+use crate::queues_conf::{Attribute, Attributes, QueueConf, StaticMember};
 use crate::state::{Member, Queue};
 
 const FIELDS: &[Field] = &[
@@ -570,27 +570,17 @@ fn new_definition() -> QueueConf {
     c
 }
 
-/// Stores what AstDB keeps for a queue.
-async fn store_extras(app: &AppState, server: &str, queue: &str, extras: &Extras) -> Result<()> {
+/// What AstDB keeps for a queue, as changed by a request: a name equal to the queue's is
+/// none.
+fn attributes(queue: &str, extras: &Extras) -> Vec<(Attribute, Option<String>)> {
+    let mut out = Vec::new();
     if let Some(name) = &extras.name {
-        let value = (name != queue).then_some(name.as_str());
-        app.queues_conf
-            .set_attribute(server, queue, Attribute::Name, value)
-            .await
-            .map_err(conf_error)?;
+        out.push((Attribute::Name, (name != queue).then(|| name.clone())));
     }
     if let Some(w) = extras.max_waiting_time {
-        app.queues_conf
-            .set_attribute(
-                server,
-                queue,
-                Attribute::MaxWaitingTime,
-                Some(&w.to_string()),
-            )
-            .await
-            .map_err(conf_error)?;
+        out.push((Attribute::MaxWaitingTime, Some(w.to_string())));
     }
-    Ok(())
+    out
 }
 
 async fn create(
@@ -642,20 +632,8 @@ async fn create(
     let mut conf = new_definition();
     let mut extras = apply_fields(&b, &mut conf)?;
     extras.max_waiting_time = extras.max_waiting_time.or(Some(300));
-    // Before the queue exists, so the dialplan and the name are right from its first call —
-    // and only when it does not exist yet, not to touch an existing queue's attributes.
-    let exists = app
-        .queues_conf
-        .read(&server)
-        .await
-        .map_err(conf_error)?
-        .contains_key(&number);
-    if exists || app.hub.read(|s| s.queue(&server, &number).is_some()) {
-        return Err(conf_error(ConfError::Exists(number)));
-    }
-    store_extras(&app, &server, &number, &extras).await?;
     app.queues_conf
-        .create(&server, &number, &conf)
+        .create(&server, &number, &conf, &attributes(&number, &extras))
         .await
         .map_err(conf_error)?;
     let id = app
@@ -686,9 +664,8 @@ async fn update(
         .await
         .map_err(conf_error)?;
     let extras = apply_fields(&b, &mut conf)?;
-    store_extras(&app, &q.server, &q.name, &extras).await?;
     app.queues_conf
-        .replace(&q.server, &q.name, &conf)
+        .replace(&q.server, &q.name, &conf, &attributes(&q.name, &extras))
         .await
         .map_err(conf_error)?;
     Ok(StatusCode::OK)
@@ -926,7 +903,7 @@ async fn set_agents(
         .map_err(conf_error)?;
     conf.members = members;
     app.queues_conf
-        .replace(&q.server, &q.name, &conf)
+        .replace(&q.server, &q.name, &conf, &[])
         .await
         .map_err(conf_error)?;
     Ok(StatusCode::OK)
@@ -1006,7 +983,6 @@ async fn set_status(
             } else {
                 String::new()
             };
-            debug_assert!(!paused || AGENT_STATES.contains(&status));
             if a.member.is_some() {
                 Command::Pause {
                     queue: Some(q.name.to_string()),
