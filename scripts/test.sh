@@ -10,6 +10,21 @@ fi
 export QUEUEBRIDGE_ASTERISK_ROOT
 QUEUEBRIDGE_ASTERISK_ROOT=$(scripts/asterisk-rootfs)
 echo "== Asterisk: $(chroot "$QUEUEBRIDGE_ASTERISK_ROOT" /usr/sbin/asterisk -V)"
+echo "== Prosody and a real XMPP client (slixmpp) for the XMPP tests"
+if ! command -v prosody >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prosody >/dev/null
+fi
+# The package's own service is not needed: each test runs its own Prosody on free ports.
+systemctl disable --now prosody >/dev/null 2>&1 || true
+export QUEUEBRIDGE_PYTHON=/var/cache/queuebridge/python/bin/python
+if ! "$QUEUEBRIDGE_PYTHON" -c 'import slixmpp' 2>/dev/null; then
+  python3 -m venv /var/cache/queuebridge/python 2>/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv >/dev/null
+    python3 -m venv /var/cache/queuebridge/python
+  }
+  "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'slixmpp==1.17.0'
+fi
+echo "== Prosody $(dpkg-query -W -f='${Version}' prosody), slixmpp $("$QUEUEBRIDGE_PYTHON" -c 'import slixmpp; print(slixmpp.__version__)')"
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -90,6 +90,14 @@ impl User {
     }
 }
 
+impl User {
+    /// Whether the user belongs to queue `queue` of `server`: it is one of their `queues`, or
+    /// their interface is a member of it (`is_member`).
+    pub fn belongs_to(&self, server: &str, queue: &str, is_member: bool) -> bool {
+        self.server == server && (is_member || self.queues.contains(queue))
+    }
+}
+
 /// The extension number of an interface: `PJSIP/201` → `201`, `Local/340@agents/n` → `340`.
 pub fn extension_of(interface: &str) -> &str {
     let rest = interface.split_once('/').map_or(interface, |(_, r)| r);
@@ -317,10 +325,11 @@ impl Principal {
     /// Whether the queue is visible: supervisors see all, agents the queues they belong to.
     pub fn can_see(&self, queue: &Queue) -> bool {
         match self {
-            Principal::User(u) if !u.supervisor => {
-                *queue.server == *u.server
-                    && (u.queues.contains(&*queue.name) || queue.members.contains_key(&u.interface))
-            }
+            Principal::User(u) if !u.supervisor => u.belongs_to(
+                &queue.server,
+                &queue.name,
+                queue.members.contains_key(&u.interface),
+            ),
             _ => true,
         }
     }

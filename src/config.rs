@@ -57,6 +57,32 @@ pub struct Config {
     /// The PortSIP dialect.
     #[serde(default)]
     pub portsip: PortsipConfig,
+    /// The pascom XMPP component; off when absent.
+    #[serde(default)]
+    pub xmpp: Option<XmppConfig>,
+}
+
+/// `[xmpp]`: queuebridge as an external component (XEP-0114) of an XMPP server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The server's component port, `host:port`.
+    pub server: String,
+    /// The component's JID, e.g. `pbx.example.test`.
+    pub component: String,
+    /// The shared secret of the component.
+    pub secret: String,
+    /// The users' domain: user `tweber` is `tweber@domain`.
+    pub domain: String,
+    /// Seconds of silence on the link before queuebridge pings the server.
+    #[serde(default = "default_xmpp_ping")]
+    pub ping_interval: f64,
+    /// Longest pause between reconnect attempts, seconds.
+    #[serde(default = "default_backoff_max")]
+    pub reconnect_max: f64,
+    /// Client sessions (full JIDs) kept per user; the least recently active goes first.
+    #[serde(default = "default_sessions_per_user")]
+    pub max_sessions_per_user: usize,
 }
 
 /// `[portsip]`: the AMI account of queue servers added through `POST /api/call_queue_servers`
@@ -163,6 +189,12 @@ fn default_max_frame() -> usize {
 fn default_max_streams() -> usize {
     256
 }
+fn default_xmpp_ping() -> f64 {
+    30.0
+}
+fn default_sessions_per_user() -> usize {
+    8
+}
 
 impl Config {
     /// Reads and validates a file.
@@ -259,6 +291,39 @@ impl Config {
                 ));
             }
         }
+        if let Some(x) = &self.xmpp {
+            if x.server.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "xmpp.server".into(),
+                    "must be an address host:port, e.g. \"127.0.0.1:5347\"",
+                ));
+            }
+            for (key, v) in [("xmpp.component", &x.component), ("xmpp.domain", &x.domain)] {
+                if tokio_xmpp::jid::BareJid::new(v).map_or(true, |j| j.node().is_some()) {
+                    return Err(invalid(key.into(), "must be a domain name"));
+                }
+            }
+            if x.secret.is_empty() {
+                return Err(invalid("xmpp.secret".into(), "must not be empty"));
+            }
+            for (key, v) in [
+                ("xmpp.ping_interval", x.ping_interval),
+                ("xmpp.reconnect_max", x.reconnect_max),
+            ] {
+                if !(0.05..=86_400.0).contains(&v) {
+                    return Err(invalid(
+                        key.into(),
+                        "must be between 0.05 and 86400 seconds",
+                    ));
+                }
+            }
+            if !(1..=1024).contains(&x.max_sessions_per_user) {
+                return Err(invalid(
+                    "xmpp.max_sessions_per_user".into(),
+                    "must be between 1 and 1024",
+                ));
+            }
+        }
         self.directory().map_err(|e| invalid(e.key, &e.message))?;
         Ok(())
     }
@@ -341,5 +406,25 @@ token = "0123456789abcdef"
     fn short_token_is_refused() {
         let err = Config::parse(&GOOD.replace("0123456789abcdef", "short"), "t").unwrap_err();
         assert!(err.to_string().contains("http.token"), "{err}");
+    }
+
+    #[test]
+    fn the_xmpp_section_is_optional_and_checked() {
+        assert!(Config::parse(GOOD, "t").unwrap().xmpp.is_none());
+        let xmpp = format!(
+            "{GOOD}\n[xmpp]\nserver = \"127.0.0.1:5347\"\ncomponent = \"pbx.example.test\"\nsecret = \"s\"\ndomain = \"example.test\"\n"
+        );
+        let c = Config::parse(&xmpp, "t").unwrap();
+        let x = c.xmpp.expect("xmpp");
+        assert_eq!((x.ping_interval, x.max_sessions_per_user), (30.0, 8));
+        for (from, to, key) in [
+            ("127.0.0.1:5347", "localhost", "xmpp.server"),
+            ("pbx.example.test", "user@pbx", "xmpp.component"),
+            ("\"example.test\"", "\"\"", "xmpp.domain"),
+            ("secret = \"s\"", "secret = \"\"", "xmpp.secret"),
+        ] {
+            let err = Config::parse(&xmpp.replace(from, to), "t").unwrap_err();
+            assert!(err.to_string().contains(key), "{from}: {err}");
+        }
     }
 }

@@ -114,6 +114,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let parts = start(&config, &tasks, &shutdown)?;
+    if let Some(xmpp) = &config.xmpp {
+        crate::xmpp::start(
+            xmpp,
+            parts.hub.clone(),
+            parts.commands.clone(),
+            &tasks,
+            &shutdown,
+        )?;
+    }
     let app = AppState::new(&parts, &config, shutdown.clone());
     info!(addr = %listener.local_addr()?, "http listening");
     let stop = shutdown.clone();

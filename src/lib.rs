@@ -20,6 +20,7 @@
 //! * [`queues_conf`] — queue definitions changed through Asterisk (GetConfig, UpdateConfig,
 //!   reload) and queue attributes in AstDB;
 //! * [`persist`] — atomic writes of the small files under `state_dir`;
+//! * [`xmpp`] — the pascom "mobydick" XMPP component (queue, event and xmppuser modules);
 //! * [`daemon`] — wires it all together for `main`.
 //!
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
@@ -40,3 +41,4 @@ pub mod replay;
 pub mod servers;
 pub mod state;
 pub mod tokens;
+pub mod xmpp;

@@ -1,0 +1,715 @@
+//! The pascom "mobydick" XMPP front end: queuebridge as an external component (XEP-0114).
+//!
+//! * [`pascom`] — the command API on the wire (the seed's stanzas);
+//! * [`events`] — the queue module's view of the state, and the events that keep it right;
+//! * [`sessions`] — client sessions, subscriptions, and who gets an event.
+//!
+//! Three tasks: the **link** owns the component stream — it logs in, reads stanzas, writes the
+//! outbound queue, pings the server when the link is quiet, and reconnects with backoff; the
+//! **fan-out** turns state changes into events and queues a headline for every subscribed
+//! session; and each **command** runs in its own task, so a command waiting for Asterisk never
+//! holds up another user.
+//!
+//! The link reads with tokio-xmpp's lower-level [`XmppStream`], which reports a stanza it cannot
+//! parse as an item, not as the end of the stream: one user's malformed stanza is logged (and an
+//! IQ answered with `bad-request`), and everyone else carries on. The high-level `Component`
+//! would end the stream instead.
+
+pub mod events;
+pub mod pascom;
+pub mod sessions;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{broadcast::error::RecvError, mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector, TcpServerConnector};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::component::Handshake;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::Message;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::presence::Type as PresenceType;
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, ReadError, StreamElementError, Timeouts, XmlStream, XmppStreamElement,
+};
+use tokio_xmpp::Stanza;
+use tracing::{debug, info, warn};
+
+use crate::access::{Access, Principal, User};
+use crate::command::{Command, Commands};
+use crate::config::XmppConfig;
+use crate::hub::Hub;
+use crate::state::{Queue, State};
+
+use self::events::Published;
+use self::pascom::{failure, Identity, QueueRef, Request, Subscription};
+use self::sessions::Sessions;
+
+/// Stanzas queued for the link. The fan-out waits when it is full (and catches up from the
+/// state if it falls behind the change stream); the AMI reader never waits for it.
+pub const OUTBOUND_QUEUE: usize = 8192;
+/// Commands running at once; more are answered with `base.Failure` at once.
+pub const MAX_COMMANDS: usize = 256;
+/// The longest a command may take before its answer is a `base.Failure` (Asterisk's action
+/// timeout and the confirmation wait fit inside).
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
+/// The longest a connect and handshake may take.
+const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Stanzas written before the link flushes.
+const WRITE_BATCH: usize = 256;
+
+type Stream = XmlStream<<TcpServerConnector as ServerConnector>::Stream, FallibleStreamElement>;
+
+/// The XMPP front end's shared state.
+pub struct Front {
+    config: XmppConfig,
+    component: Jid,
+    hub: Arc<Hub>,
+    access: Arc<Access>,
+    commands: Commands,
+    sessions: Mutex<Sessions>,
+    out: mpsc::Sender<Stanza>,
+    connected: AtomicBool,
+    commands_in_flight: Arc<Semaphore>,
+}
+
+/// Starts the link and the fan-out; they stop when `shutdown` is cancelled.
+pub fn start(
+    config: &XmppConfig,
+    hub: Arc<Hub>,
+    commands: Commands,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Front>> {
+    let (front, out_rx) = Front::new(config, hub, commands)?;
+    tasks.spawn(link(front.clone(), out_rx, shutdown.clone()));
+    tasks.spawn(fan_out(front.clone(), shutdown.clone()));
+    Ok(front)
+}
+
+impl Front {
+    /// The front end and the receiving end of its outbound queue (the link's, or a bench's).
+    pub fn new(
+        config: &XmppConfig,
+        hub: Arc<Hub>,
+        commands: Commands,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Stanza>)> {
+        let component = Jid::new(&config.component).context("xmpp.component")?;
+        let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let front = Arc::new(Self {
+            config: config.clone(),
+            component,
+            hub,
+            access: commands.access().clone(),
+            commands,
+            sessions: Mutex::new(Sessions::new(config.max_sessions_per_user)),
+            out,
+            connected: AtomicBool::new(false),
+            commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS)),
+        });
+        Ok((front, out_rx))
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Client sessions known now.
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Marks the link up or down (the link task; a bench without a server).
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Release);
+    }
+
+    /// Subscribes `jid` (user `user`) as `ClientInfo` would; for benches.
+    pub fn subscribe(&self, jid: &FullJid, user: &str, subs: Vec<Subscription>) {
+        let supervisor = self
+            .access
+            .directory()
+            .user(user)
+            .is_some_and(|u| u.supervisor);
+        let mut sessions = self.sessions();
+        let session = sessions.touch(jid, user);
+        session.subscriptions.clear();
+        if let Err(e) = sessions::add(&mut session.subscriptions, subs, supervisor) {
+            warn!("{e}");
+        }
+    }
+
+    /// Handles one stanza from the server. Never blocks: commands run in their own tasks.
+    fn inbound(self: &Arc<Self>, stanza: Stanza) {
+        match stanza {
+            Stanza::Iq(Iq::Get {
+                from, id, payload, ..
+            })
+            | Stanza::Iq(Iq::Set {
+                from, id, payload, ..
+            }) => {
+                let Some(from) = from.and_then(|f| f.try_into_full().ok()) else {
+                    debug!(id, "IQ without a full sender JID ignored");
+                    return;
+                };
+                if payload.is("ping", ns::PING) {
+                    self.reply(&from, &id, None);
+                } else if payload.has_ns(pascom::NS) {
+                    self.command(from, id, payload);
+                } else {
+                    self.reply_error(
+                        from.into(),
+                        id,
+                        DefinedCondition::ServiceUnavailable,
+                        "this component speaks the pascom mobydick API only",
+                    );
+                }
+            }
+            Stanza::Presence(p) if p.type_ == PresenceType::Unavailable => {
+                if let Some(from) = p.from.and_then(|f| f.try_into_full().ok()) {
+                    if self.sessions().remove(&from) {
+                        debug!(%from, "session ended");
+                    }
+                }
+            }
+            // Pongs and errors for our pings, other presences and messages: nothing to do.
+            _ => {}
+        }
+    }
+
+    /// A stanza the link could not parse: logged; an IQ request gets `bad-request`.
+    fn malformed(&self, error: StreamElementError) {
+        if let StreamElementError::InvalidStanza { header, error, .. } = &error {
+            let request = matches!(header.type_.as_deref(), Some("get") | Some("set"));
+            if let (true, Some(from), Some(id)) = (request, &header.from, &header.id) {
+                if let Ok(from) = Jid::new(from) {
+                    self.reply_error(
+                        from,
+                        id.clone(),
+                        DefinedCondition::BadRequest,
+                        &format!("malformed stanza: {error}"),
+                    );
+                }
+            }
+        }
+        warn!(%error, "malformed stanza skipped");
+    }
+
+    fn command(self: &Arc<Self>, from: FullJid, id: String, payload: Element) {
+        let Ok(permit) = self.commands_in_flight.clone().try_acquire_owned() else {
+            self.reply(
+                &from,
+                &id,
+                Some(failure("too many commands in progress, try again")),
+            );
+            return;
+        };
+        let front = self.clone();
+        tokio::spawn(async move {
+            let answer =
+                match tokio::time::timeout(COMMAND_DEADLINE, front.answer(&from, &payload)).await {
+                    Ok(answer) => answer,
+                    Err(_) => failure(&format!(
+                        "no answer from the PBX within {} s",
+                        COMMAND_DEADLINE.as_secs()
+                    )),
+                };
+            front.reply_sent(&from, &id, Some(answer)).await;
+            drop(permit);
+        });
+    }
+
+    fn result(&self, to: &FullJid, id: &str, payload: Option<Element>) -> Stanza {
+        Stanza::Iq(Iq::Result {
+            from: Some(self.component.clone()),
+            to: Some(to.clone().into()),
+            id: id.to_owned(),
+            payload,
+        })
+    }
+
+    /// Queues an IQ result without waiting; dropped (and logged) if the queue is full.
+    fn reply(&self, to: &FullJid, id: &str, payload: Option<Element>) {
+        if self.out.try_send(self.result(to, id, payload)).is_err() {
+            warn!(%to, id, "outbound queue full: reply dropped");
+        }
+    }
+
+    async fn reply_sent(&self, to: &FullJid, id: &str, payload: Option<Element>) {
+        let _ = self.out.send(self.result(to, id, payload)).await;
+    }
+
+    fn reply_error(&self, to: Jid, id: String, condition: DefinedCondition, text: &str) {
+        let stanza = Stanza::Iq(Iq::Error {
+            from: Some(self.component.clone()),
+            to: Some(to),
+            id,
+            error: StanzaError::new(ErrorType::Modify, condition, "en", text),
+            payload: None,
+        });
+        if self.out.try_send(stanza).is_err() {
+            warn!("outbound queue full: error reply dropped");
+        }
+    }
+
+    /// The configured user `jid` is, if it is one.
+    fn user_of(&self, jid: &BareJid) -> Option<Arc<User>> {
+        if jid.domain().as_str() != self.config.domain {
+            return None;
+        }
+        self.access.directory().user(jid.node()?.as_str()).cloned()
+    }
+
+    /// The answer to one command: its response, `base.Success` or `base.Failure`.
+    async fn answer(&self, from: &FullJid, payload: &Element) -> Element {
+        let request = match pascom::parse_request(payload) {
+            Ok(r) => r,
+            Err(e) => return failure(&e),
+        };
+        let Some(user) = self.user_of(&from.to_bare()) else {
+            return failure(&format!("{} is not a user of this PBX", from.to_bare()));
+        };
+        match self.run(from, &user, &request).await {
+            Ok(e) => e,
+            Err(reason) => failure(&reason),
+        }
+    }
+
+    async fn run(
+        &self,
+        from: &FullJid,
+        user: &Arc<User>,
+        req: &Request,
+    ) -> Result<Element, String> {
+        match (req.module.as_str(), req.name.as_str()) {
+            ("xmppuser", "ClientInfo") => {
+                let subs = match req.body.children().find(|c| c.name() == "AddSubscription") {
+                    Some(list) => Subscription::parse_list(list)?,
+                    None => Vec::new(),
+                };
+                let subs = {
+                    let mut sessions = self.sessions();
+                    let session = sessions.touch(from, &user.name);
+                    session.subscriptions.clear();
+                    sessions::add(&mut session.subscriptions, subs, user.supervisor)?;
+                    session.subscriptions.clone()
+                };
+                Ok(self.user_info(user, &subs))
+            }
+            ("xmppuser", "FindUserInfo") => {
+                let asked = req.attr("jid").trim();
+                let other = if asked.is_empty() {
+                    user.clone()
+                } else {
+                    let jid =
+                        BareJid::new(asked).map_err(|e| format!("invalid jid {asked:?}: {e}"))?;
+                    self.user_of(&jid)
+                        .ok_or_else(|| format!("{asked} is not a user of this PBX"))?
+                };
+                if other.name != user.name && !user.supervisor {
+                    return Err("only a supervisor may ask about other users".into());
+                }
+                let subs = if other.name == user.name {
+                    let mut sessions = self.sessions();
+                    sessions.touch(from, &user.name).subscriptions.clone()
+                } else {
+                    Vec::new()
+                };
+                Ok(self.user_info(&other, &subs))
+            }
+            ("event", "AddSubscription" | "RemoveSubscription") => {
+                let list = Subscription::parse_list(&req.body)?;
+                let mut sessions = self.sessions();
+                let session = sessions.touch(from, &user.name);
+                if req.name == "AddSubscription" {
+                    sessions::add(&mut session.subscriptions, list, user.supervisor)?;
+                } else {
+                    sessions::remove(&mut session.subscriptions, list, user.supervisor);
+                }
+                Ok(pascom::cmd(
+                    "event",
+                    pascom::subscription_list(&session.subscriptions),
+                ))
+            }
+            ("queue", name) => {
+                self.sessions().touch(from, &user.name);
+                self.queue_command(user, name, req).await
+            }
+            _ => Err(format!("unknown command {}", req.full_name())),
+        }
+    }
+
+    fn user_info(&self, user: &User, subs: &[Subscription]) -> Element {
+        let mut roles = Vec::new();
+        if user.admin {
+            roles.push(("admin".to_owned(), true));
+        } else if user.supervisor {
+            roles.push(("supervisor".to_owned(), true));
+        }
+        let who = Identity {
+            name: user.name.clone(),
+            full_name: user.display_name.clone(),
+            extension: user.number().to_owned(),
+            roles,
+        };
+        let states = self.hub.read(|s| events::own_states(s, user));
+        pascom::user_info(&who, &states, subs)
+    }
+
+    async fn queue_command(
+        &self,
+        user: &Arc<User>,
+        name: &str,
+        req: &Request,
+    ) -> Result<Element, String> {
+        let who = Principal::User(user.clone());
+        let dir = self.access.directory();
+        match name {
+            "FindOwnState" => self.hub.read(|s| {
+                link_up(s, &user.server)?;
+                let states = events::own_states(s, user);
+                Ok(pascom::cmd("queue", pascom::member_states(&states)))
+            }),
+            "FindQueueState" => self.hub.read(|s| {
+                let q = find_queue(s, user, req.attr("name"))?;
+                link_up(s, &q.server)?;
+                if !who.can_see(q) {
+                    return Err(format!("{} is not a member of queue {}", user.name, q.name));
+                }
+                let calls: Vec<_> = q.callers.iter().map(events::call_entry).collect();
+                let members = events::queue_members(&dir, q);
+                let qref = QueueRef {
+                    id: q.id,
+                    name: q.name.to_string(),
+                };
+                Ok(pascom::queue_state(
+                    &qref,
+                    &calls,
+                    &members,
+                    dir.pause_reasons(),
+                ))
+            }),
+            "AgentLogin" | "AgentLogout" | "AgentPause" | "AgentUnpause" => {
+                let (queue, command) = self.hub.read(|s| {
+                    let q = find_queue(s, user, req.attr("queue"))?;
+                    link_up(s, &q.server)?;
+                    agent_command(user, q, name, req)
+                })?;
+                let server = user.server.clone();
+                match self.commands.execute(&who, &server, command).await {
+                    Ok(_) => Ok(pascom::success()),
+                    Err(e) => Err(format!(
+                        "{} in queue {queue}: {}",
+                        req.full_name(),
+                        e.message
+                    )),
+                }
+            }
+            _ => Err(format!("unknown command {}", req.full_name())),
+        }
+    }
+}
+
+/// `Err` with the reason when the server's AMI link is down: nothing is answered from a state
+/// that may be stale, and nothing is sent.
+fn link_up(state: &State, server: &str) -> Result<(), String> {
+    let link = state.servers.get(server).map(|s| &s.link);
+    match link {
+        Some(l) if l.connected => Ok(()),
+        Some(l) => Err(format!(
+            "the PBX is unreachable: AMI link to {server} is down ({})",
+            l.reason.as_deref().unwrap_or("not connected")
+        )),
+        None => Err(format!("the PBX is unreachable: no AMI link to {server}")),
+    }
+}
+
+/// The queue a user means by `name`: on their own server first, exactly or ignoring case as
+/// Asterisk does; supervisors also on other servers.
+fn find_queue<'s>(state: &'s State, user: &User, name: &str) -> Result<&'s Queue, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("no queue given".into());
+    }
+    let own = state.servers.get(user.server.as_str()).into_iter();
+    let others = state
+        .servers
+        .values()
+        .filter(|s| user.supervisor && *s.id != *user.server);
+    for server in own.chain(others) {
+        if let Some(q) = server.queues.get(name) {
+            return Ok(q);
+        }
+        if let Some(q) = server
+            .queues
+            .values()
+            .find(|q| q.name.eq_ignore_ascii_case(name))
+        {
+            return Ok(q);
+        }
+    }
+    Err(format!("no queue {name}"))
+}
+
+/// The command-layer command for an agent command of the queue module, with the seed's
+/// preconditions: log in only when not logged in, log out and pause only when logged in (or
+/// static), unpause only when paused. Who may do what is the command layer's decision.
+fn agent_command(
+    user: &User,
+    q: &Queue,
+    name: &str,
+    req: &Request,
+) -> Result<(String, Command), String> {
+    if *q.server != *user.server {
+        return Err(format!("queue {} is not on {}'s PBX", q.name, user.name));
+    }
+    let queue = q.name.to_string();
+    let member = q.members.get(&user.interface);
+    let command = match (name, member) {
+        ("AgentLogin", Some(_)) => {
+            return Err(format!(
+                "{} is already logged in to queue {queue}",
+                user.name
+            ))
+        }
+        ("AgentLogin", None) => {
+            let penalty =
+                match req.attr("penalty").trim() {
+                    "" => 0,
+                    p => p.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+                        format!("invalid penalty {p:?}: a whole number, 0 or more")
+                    })?,
+                };
+            Command::Login {
+                queue: queue.clone(),
+                interface: user.interface.clone(),
+                member_name: user.display_name.clone(),
+                state_interface: user.state_interface.clone(),
+                penalty,
+                paused: None,
+            }
+        }
+        (_, None) => return Err(format!("{} is not logged in to queue {queue}", user.name)),
+        ("AgentLogout", Some(_)) => Command::Logout {
+            queue: queue.clone(),
+            interface: user.interface.clone(),
+        },
+        ("AgentUnpause", Some(m)) if !m.paused => {
+            return Err(format!("{} is not paused in queue {queue}", user.name))
+        }
+        (_, Some(_)) => Command::Pause {
+            queue: Some(queue.clone()),
+            interface: user.interface.clone(),
+            paused: name == "AgentPause",
+            reason: req.attr("reason").to_owned(),
+        },
+    };
+    Ok((queue, command))
+}
+
+/// Turns state changes into events and queues them for every subscribed session.
+async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
+    let mut changes = front.hub.subscribe();
+    let mut published = front
+        .hub
+        .read(|s| Published::of(s, &front.access.directory()));
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = changes.recv() => next,
+        };
+        let dir = front.access.directory();
+        let events = match next {
+            Ok(change) => published.apply(&change, &dir),
+            Err(RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "XMPP fan-out fell behind; catching up from the state"
+                );
+                front.hub.read(|s| published.catch_up(s, &dir))
+            }
+            Err(RecvError::Closed) => return,
+        };
+        front.deliver(&events, &published).await;
+    }
+}
+
+impl Front {
+    /// Queues one headline per event for every session that gets it (each at most once).
+    pub async fn deliver(&self, events: &[events::Event], published: &Published) {
+        if events.is_empty() || !self.connected.load(Ordering::Acquire) {
+            return;
+        }
+        let dir = self.access.directory();
+        for event in events {
+            let recipients = self.sessions().recipients(event, &dir, published);
+            if recipients.is_empty() {
+                continue;
+            }
+            let payload = event.element();
+            for to in recipients {
+                let mut message = Message::headline(Some(Jid::from(to)));
+                message.from = Some(self.component.clone());
+                message.payloads.push(payload.clone());
+                if self.out.send(Stanza::Message(message)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the component logged in, forever, with backoff between attempts.
+async fn link(front: Arc<Front>, mut out_rx: mpsc::Receiver<Stanza>, shutdown: CancellationToken) {
+    let config = &front.config;
+    let first = Duration::from_millis(500);
+    let max = Duration::from_secs_f64(config.reconnect_max).max(first);
+    let mut backoff = first;
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(LOGIN_DEADLINE, connect(config)) => r,
+        };
+        match attempt {
+            Ok(Ok(stream)) => {
+                info!(server = %config.server, component = %config.component, "XMPP component connected");
+                backoff = first;
+                front.set_connected(true);
+                let end = serve(&front, stream, &mut out_rx, &shutdown).await;
+                front.set_connected(false);
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                warn!(server = %config.server, "XMPP link lost: {end}");
+            }
+            Ok(Err(e)) => warn!(server = %config.server, "XMPP component login failed: {e:#}"),
+            Err(_) => warn!(server = %config.server, "XMPP component login timed out"),
+        }
+        // Wait, dropping what is queued: nothing can reach a client while the link is down.
+        let wait = backoff.mul_f64(0.75 + fastrand::f64() / 2.0);
+        let until = tokio::time::sleep(wait);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut until => break,
+                s = out_rx.recv() => if s.is_none() { return },
+            }
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Connects and performs the component handshake (XEP-0114).
+async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
+    let jid = Jid::new(&config.component)?;
+    let ping = Duration::from_secs_f64(config.ping_interval);
+    let timeouts = Timeouts {
+        read_timeout: ping,
+        response_timeout: ping.clamp(Duration::from_secs(5), Duration::from_secs(60)),
+    };
+    let connector = TcpServerConnector::from(DnsConfig::addr(&config.server));
+    let (mut pending, _) = connector.connect(&jid, ns::COMPONENT, timeouts).await?;
+    let header = pending.take_header();
+    let stream_id = header
+        .id
+        .ok_or_else(|| anyhow!("the server sent no stream id"))?
+        .into_owned();
+    let mut stream: Stream = pending.skip_features();
+    let handshake = Handshake::from_stream_id_and_password(stream_id, &config.secret);
+    stream
+        .send(&XmppStreamElement::ComponentHandshake(handshake))
+        .await?;
+    loop {
+        match stream.next().await {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::ComponentHandshake(_)))) => {
+                return Ok(stream)
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                return Err(anyhow!("the server refused the component: {e:?}"))
+            }
+            Some(Err(ReadError::SoftTimeout)) => {}
+            Some(Ok(other)) => {
+                return Err(anyhow!("unexpected answer to the handshake: {other:?}"))
+            }
+            Some(Err(e)) => return Err(anyhow!("handshake: {e}")),
+            None => return Err(anyhow!("the server closed the stream during the handshake")),
+        }
+    }
+}
+
+/// Serves one connected stream until it ends; returns why.
+async fn serve(
+    front: &Arc<Front>,
+    mut stream: Stream,
+    out_rx: &mut mpsc::Receiver<Stanza>,
+    shutdown: &CancellationToken,
+) -> String {
+    let mut pings = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    SinkExt::<&XmppStreamElement>::close(&mut stream),
+                ).await;
+                return "shutting down".into();
+            }
+            stanza = out_rx.recv() => {
+                let Some(stanza) = stanza else { return "outbound queue closed".into() };
+                if let Err(e) = write_batch(&mut stream, stanza, out_rx).await {
+                    return format!("write failed: {e}");
+                }
+            }
+            item = stream.next() => match item {
+                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(s)))) => front.inbound(s),
+                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                    return format!("stream error from the server: {e:?}");
+                }
+                Some(Ok(FallibleStreamElement::Ok(other))) => debug!(?other, "unexpected nonza ignored"),
+                Some(Ok(FallibleStreamElement::Err(e))) => front.malformed(e),
+                Some(Err(ReadError::ParseError(e))) => warn!(%e, "unparseable element skipped"),
+                Some(Err(ReadError::SoftTimeout)) => {
+                    // Quiet link: ask the server for an answer before the hard timeout.
+                    pings += 1;
+                    let ping = Iq::Get {
+                        from: Some(front.component.clone()),
+                        to: Jid::new(&front.config.domain).ok(),
+                        id: format!("qb-ping-{pings}"),
+                        payload: Element::bare("ping", ns::PING),
+                    };
+                    if let Err(e) = stream.send(&XmppStreamElement::Stanza(Stanza::Iq(ping))).await {
+                        return format!("ping failed: {e}");
+                    }
+                }
+                Some(Err(ReadError::HardError(e))) => return format!("read failed: {e}"),
+                Some(Err(ReadError::StreamFooterReceived)) => return "the server closed the stream".into(),
+                None => return "the connection closed".into(),
+            },
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`]), then flushes.
+async fn write_batch(
+    stream: &mut Stream,
+    first: Stanza,
+    out_rx: &mut mpsc::Receiver<Stanza>,
+) -> std::io::Result<()> {
+    stream.feed(&XmppStreamElement::Stanza(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match out_rx.try_recv() {
+            Ok(s) => stream.feed(&XmppStreamElement::Stanza(s)).await?,
+            Err(_) => break,
+        }
+    }
+    SinkExt::<&XmppStreamElement>::flush(stream).await
+}

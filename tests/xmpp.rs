@@ -1,0 +1,719 @@
+//! The pascom XMPP component end to end: a real Prosody (with the repository's mod_pascom), real
+//! slixmpp clients sending the seed's stanzas verbatim — without `to` — and a real Asterisk whose
+//! own QueueStatus every answer and event is checked against.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::prosody::{Client, Prosody, COMPONENT, DOMAIN};
+use common::{until, Asterisk, Bridge, Driver};
+use tokio_xmpp::minidom::Element;
+
+const NS: &str = "http://www.pascom.net/mobydick";
+
+// The seed's commands, verbatim (../shared/seeds/000_de3fad11389a6349.txt).
+const FIND_OWN_STATE: &str = r#"<iq id="kJHfh-39" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <FindOwnState/>
+      </cmd>
+    </iq>"#;
+const FIND_QUEUE_STATE: &str = r#"<iq id="bWHfh-36" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <FindQueueState name="Support"/>
+      </cmd>
+    </iq>"#;
+const AGENT_LOGIN: &str = r#"<iq id="bWHfh-37" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <AgentLogin queue="Support" penalty=""/>
+      </cmd>
+    </iq>"#;
+const AGENT_LOGOUT: &str = r#"<iq id="bWHfh-38" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <AgentLogout queue="Support"/>
+      </cmd>
+    </iq>"#;
+const AGENT_PAUSE: &str = r#"<iq id="bWHfh-39" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <AgentPause queue="Support" reason="postprocessing"/>
+      </cmd>
+    </iq>"#;
+const AGENT_UNPAUSE: &str = r#"<iq id="bWHfh-39" type="get">
+      <cmd xmlns="http://www.pascom.net/mobydick" module="queue">
+        <AgentUnpause queue="Support" reason="postprocessing"/>
+      </cmd>
+    </iq>"#;
+
+const EVERYTHING: &str = r#"<Subscription module="queue" type="*" scope="supervisor"/>"#;
+
+const TWEBER: &str = "Local/agent4@agents/n";
+
+/// The seed's cast: tweber a dynamic agent of support, mmeyer a static member of sales only,
+/// mpasquay a supervisor; the seed's pause reasons plus the one its AgentPause example uses.
+fn users() -> String {
+    let pw = queuebridge::access::hash_password("pw").expect("hash");
+    format!(
+        r#"
+[[queues]]
+server = "pbx1"
+name = "sales"
+id = 1
+[[queues]]
+server = "pbx1"
+name = "support"
+id = 2
+[[users]]
+name = "tweber"
+password_hash = "{pw}"
+interface = "{TWEBER}"
+state_interface = "Custom:agent4"
+display_name = "Thomas Weber"
+extension = "340"
+queues = ["support"]
+[[users]]
+name = "mmeyer"
+password_hash = "{pw}"
+interface = "Local/agent1@agents/n"
+display_name = "Markus Meyer"
+extension = "360"
+[[users]]
+name = "mpasquay"
+password_hash = "{pw}"
+interface = "Local/agent2@agents/n"
+display_name = "Mathias Pasquay"
+extension = "320"
+roles = ["supervisor"]
+[[pause_reasons]]
+code = "10"
+reason = "Backoffice"
+[[pause_reasons]]
+code = "20"
+reason = "Lunch"
+[[pause_reasons]]
+code = "30"
+reason = "postprocessing"
+"#
+    )
+}
+
+/// Parses a stanza as slixmpp prints it (without the stream's `jabber:client` namespace).
+fn parse(xml: &str) -> Element {
+    let head = &xml[..xml.find('>').unwrap_or(xml.len())];
+    let xml = if head.contains("xmlns=") {
+        xml.to_owned()
+    } else {
+        xml.replacen(' ', " xmlns=\"jabber:client\" ", 1)
+    };
+    xml.parse()
+        .unwrap_or_else(|e| panic!("unparseable stanza {xml}: {e}"))
+}
+
+/// The `<cmd/>` of a stanza, and the module and name of its one child.
+fn cmd(xml: &str) -> (String, Element) {
+    let stanza = parse(xml);
+    let cmd = stanza
+        .get_child("cmd", NS)
+        .unwrap_or_else(|| panic!("no cmd in {xml}"));
+    let module = cmd.attr("module").unwrap_or_default().to_owned();
+    let child = cmd
+        .children()
+        .next()
+        .unwrap_or_else(|| panic!("empty cmd in {xml}"))
+        .clone();
+    (format!("{module}.{}", child.name()), child)
+}
+
+/// Every QueueMemberState below `e`: its attributes plus `phone` and `displayname`.
+fn member_states(e: &Element) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        if e.name() == "QueueMemberState" {
+            let mut m: BTreeMap<String, String> = e
+                .attrs()
+                .iter()
+                .map(|((_, k), v)| (k.to_string(), v.to_owned()))
+                .collect();
+            let pb = e.get_child("PhonebookEntry", NS).expect("PhonebookEntry");
+            for f in ["phone", "displayname", "type"] {
+                m.insert(
+                    f.into(),
+                    pb.get_child(f, NS).map(|c| c.text()).unwrap_or_default(),
+                );
+            }
+            out.push(m);
+        }
+        stack.extend(e.children());
+    }
+    out.sort_by(|a, b| (&a["queue"], &a["agent"]).cmp(&(&b["queue"], &b["agent"])));
+    out
+}
+
+fn state_of<'a>(
+    states: &'a [BTreeMap<String, String>],
+    queue: &str,
+    agent: &str,
+) -> &'a BTreeMap<String, String> {
+    states
+        .iter()
+        .find(|s| s["queue"] == queue && s["agent"] == agent)
+        .unwrap_or_else(|| panic!("no state of {agent} in {queue}: {states:?}"))
+}
+
+fn failure_text(xml: &str) -> String {
+    let (name, body) = cmd(xml);
+    assert_eq!(name, "base.Failure", "{xml}");
+    body.get_child("message", NS)
+        .map(|m| m.text())
+        .unwrap_or_default()
+}
+
+fn assert_success(xml: &str) {
+    let (name, _) = cmd(xml);
+    assert_eq!(name, "base.Success", "{xml}");
+    assert!(xml.contains("<message>Ok</message>"), "{xml}");
+}
+
+fn client_info(id: &str, subscriptions: &str) -> String {
+    format!(
+        r#"<iq id="{id}" type="get"><cmd xmlns="{NS}" module="xmppuser"><ClientInfo><os/><user/><jid/><clientIp/><AddSubscription>{subscriptions}</AddSubscription></ClientInfo></cmd></iq>"#
+    )
+}
+
+fn command(id: &str, module: &str, body: &str) -> String {
+    format!(r#"<iq id="{id}" type="get"><cmd xmlns="{NS}" module="{module}">{body}</cmd></iq>"#)
+}
+
+/// Waits until queuebridge answers through Prosody (the component is connected).
+async fn answered(client: &mut Client) {
+    let mut n = 0;
+    until("the component to answer", async || {
+        n += 1;
+        let id = format!("probe-{n}");
+        client.send(&command(&id, "queue", "<FindOwnState/>"));
+        let marker = format!("id=\"{id}\"");
+        let answer = client.wait_for(Duration::from_secs(2), |s| s.contains(&marker))?;
+        (answer.contains("type=\"result\"") && answer.contains("QueueMemberStates")).then_some(())
+    })
+    .await;
+}
+
+/// The next pushed event of the queue module named `name` (headline from the component).
+fn event(client: &mut Client, name: &str) -> Element {
+    let needle = format!("<{name} ");
+    let xml = client
+        .wait_for(Duration::from_secs(15), |s| {
+            s.starts_with("<message") && s.contains(&needle)
+        })
+        .unwrap_or_else(|| panic!("{}: no {name} event", client.jid));
+    let stanza = parse(&xml);
+    assert_eq!(stanza.attr("from"), Some(COMPONENT), "{xml}");
+    assert_eq!(stanza.attr("type"), Some("headline"), "{xml}");
+    assert_eq!(stanza.attr("to"), Some(client.jid.as_str()), "{xml}");
+    cmd(&xml).1
+}
+
+fn no_event(client: &mut Client, name: &str, within: Duration) {
+    let needle = format!("<{name} ");
+    if let Some(xml) = client.wait_for(within, |s| s.starts_with("<message") && s.contains(&needle))
+    {
+        panic!("{}: unexpected event {xml}", client.jid);
+    }
+}
+
+struct Setup {
+    ast: Asterisk,
+    driver: Driver,
+    prosody: Prosody,
+    bridge: Bridge,
+}
+
+async fn setup() -> Setup {
+    let ast = Asterisk::start();
+    let mut driver = Driver::connect(ast.port).await;
+    for agent in ["agent1", "agent2", "agent3", "agent4"] {
+        driver.agent_mode(agent, Some("noanswer")).await;
+        driver.devstate(agent, "NOT_INUSE").await;
+    }
+    let prosody = Prosody::start(&[("tweber", "pw"), ("mmeyer", "pw"), ("mpasquay", "pw")]);
+    let bridge = Bridge::start_extra(ast.port, &format!("{}{}", users(), prosody.xmpp_config()));
+    bridge.wait_health(200).await;
+    Setup {
+        ast,
+        driver,
+        prosody,
+        bridge,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_commands_and_events_equal_asterisk() {
+    let Setup {
+        ast: _ast,
+        mut driver,
+        prosody,
+        bridge,
+    } = setup().await;
+    let mut tweber = prosody.client("tweber", "pw", "mdfxclient_tw");
+    let mut mmeyer = prosody.client("mmeyer", "pw", "desk");
+    let mut boss = prosody.client("mpasquay", "pw", "desk");
+    answered(&mut tweber).await;
+
+    // Session handshake: UserInfo with identity, roles, own states and the subscriptions.
+    let info = tweber.request(
+        "ci-1",
+        &client_info("ci-1", r#"<Subscription module="queue" type="*"/>"#),
+    );
+    let stanza = parse(&info);
+    // mod_pascom gives the answer the address the client used: its own account.
+    assert_eq!(
+        stanza.attr("from"),
+        Some(format!("tweber@{DOMAIN}").as_str()),
+        "{info}"
+    );
+    let (name, user_info) = cmd(&info);
+    assert_eq!(name, "xmppuser.UserInfo");
+    assert_eq!(user_info.attr("name"), Some("tweber"));
+    let identity = user_info.get_child("Identity", NS).expect("Identity");
+    assert_eq!(
+        identity.get_child("db_003use_bez", NS).map(|e| e.text()),
+        Some("Thomas Weber".into())
+    );
+    assert_eq!(
+        identity
+            .get_child("db_009ext_extension", NS)
+            .map(|e| e.text()),
+        Some("340".into())
+    );
+    assert!(!info.contains("xmpp.supervisor"), "{info}");
+    let subs = user_info
+        .get_child("SubscriptionList", NS)
+        .expect("SubscriptionList");
+    let sub = subs.children().next().expect("the subscription");
+    assert_eq!(
+        (sub.attr("module"), sub.attr("type"), sub.attr("scope")),
+        (Some("queue"), Some("*"), Some("user"))
+    );
+    let own = member_states(&user_info);
+    assert_eq!(own.len(), 1, "{own:?}");
+    let s = state_of(&own, "support", "tweber");
+    assert_eq!(
+        (
+            s["dynamic"].as_str(),
+            s["loggedin"].as_str(),
+            s["paused"].as_str(),
+            s["phone"].as_str(),
+            s["displayname"].as_str()
+        ),
+        ("true", "false", "false", "340", "Thomas Weber")
+    );
+    for (who, sub) in [
+        (
+            &mut mmeyer,
+            r#"<Subscription module="queue" type="*" scope="supervisor"/>"#,
+        ),
+        // Overlapping subscriptions: every event still arrives once.
+        (
+            &mut boss,
+            r#"<Subscription module="queue" type="*" scope="supervisor"/><Subscription module="queue" type="QueueJoinEvent" scope="supervisor"><AttributeFilter name="queue" equals="support"/></Subscription>"#,
+        ),
+    ] {
+        let info = who.request("ci-1", &client_info("ci-1", sub));
+        assert_eq!(cmd(&info).0, "xmppuser.UserInfo", "{info}");
+    }
+    // mmeyer is no supervisor: the scope was narrowed; mpasquay's RoleList says supervisor.
+    let info = mmeyer.request(
+        "ci-2",
+        &client_info(
+            "ci-2",
+            r#"<Subscription module="queue" type="*" scope="supervisor"/>"#,
+        ),
+    );
+    assert!(
+        info.contains(r#"scope="user""#) && !info.contains(r#"scope="supervisor""#),
+        "{info}"
+    );
+    let info = boss.request("fui-0", &command("fui-0", "xmppuser", "<FindUserInfo/>"));
+    assert!(
+        info.contains(r#"<Roletype name="xmpp.supervisor"/>"#),
+        "{info}"
+    );
+
+    // FindOwnState, verbatim.
+    let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+    let (name, body) = cmd(&answer);
+    assert_eq!(name, "queue.QueueMemberStates");
+    assert_eq!(
+        (body.attr("eventType"), body.attr("eventId")),
+        (Some(""), Some(""))
+    );
+    assert_eq!(member_states(&body), own);
+
+    // FindQueueState, verbatim ("Support": Asterisk's queue names ignore case).
+    let answer = tweber.request("bWHfh-36", FIND_QUEUE_STATE);
+    let (name, body) = cmd(&answer);
+    assert_eq!(name, "queue.QueueState");
+    assert_eq!(
+        (body.attr("jid"), body.attr("name")),
+        (Some("q_2"), Some("support"))
+    );
+    let states = member_states(&body);
+    let agent3 = state_of(&states, "support", "Agent Three");
+    assert_eq!(
+        (agent3["dynamic"].as_str(), agent3["loggedin"].as_str()),
+        ("false", "true")
+    );
+    assert_eq!(state_of(&states, "support", "tweber")["loggedin"], "false");
+    assert_eq!(states.len(), 2, "{states:?}");
+    let reasons: Vec<(String, String)> = body
+        .get_child("QueuePauseReasonList", NS)
+        .expect("QueuePauseReasonList")
+        .children()
+        .map(|r| {
+            (
+                r.attr("code").unwrap_or_default().to_owned(),
+                r.get_child("reason", NS)
+                    .map(|t| t.text())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("10", "Backoffice"),
+            ("20", "Lunch"),
+            ("30", "postprocessing")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+
+    // Permissions: mmeyer belongs to sales only; the supervisor sees support.
+    let refused = mmeyer.request("bWHfh-36", FIND_QUEUE_STATE);
+    assert!(failure_text(&refused).contains("not a member"), "{refused}");
+    let refused = mmeyer.request("bWHfh-37", AGENT_LOGIN);
+    assert!(
+        failure_text(&refused).contains("not an agent of queue support"),
+        "{refused}"
+    );
+    assert!(driver
+        .member("support", "Local/agent1@agents/n")
+        .await
+        .is_none());
+    let answer = boss.request("bWHfh-36", FIND_QUEUE_STATE);
+    assert_eq!(cmd(&answer).0, "queue.QueueState", "{answer}");
+    let refused = mmeyer.request(
+        "fui-1",
+        &command(
+            "fui-1",
+            "xmppuser",
+            &format!(r#"<FindUserInfo jid="tweber@{DOMAIN}"/>"#),
+        ),
+    );
+    assert!(
+        failure_text(&refused).contains("only a supervisor"),
+        "{refused}"
+    );
+    let other = boss.request(
+        "fui-2",
+        &command(
+            "fui-2",
+            "xmppuser",
+            &format!(r#"<FindUserInfo jid="tweber@{DOMAIN}"/>"#),
+        ),
+    );
+    assert_eq!(cmd(&other).1.attr("name"), Some("tweber"), "{other}");
+
+    // AgentLogin, verbatim: Asterisk has the dynamic member, everyone concerned hears of it.
+    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+    let m = driver
+        .member("support", TWEBER)
+        .await
+        .expect("tweber in Asterisk's support");
+    assert_eq!(
+        (m.get("Membership"), m.get("Name")),
+        (Some("dynamic"), Some("Thomas Weber"))
+    );
+    for who in [&mut tweber, &mut boss] {
+        let e = member_states(&event(who, "QueueMemberState"));
+        let s = state_of(&e, "support", "tweber");
+        assert_eq!(
+            (
+                s["loggedin"].as_str(),
+                s["dynamic"].as_str(),
+                s["phone"].as_str()
+            ),
+            ("true", "true", "340")
+        );
+    }
+    no_event(&mut mmeyer, "QueueMemberState", Duration::from_millis(500));
+    let again = tweber.request("bWHfh-37", AGENT_LOGIN);
+    assert!(
+        failure_text(&again).contains("already logged in"),
+        "{again}"
+    );
+
+    // AgentPause, verbatim.
+    assert_success(&tweber.request("bWHfh-39", AGENT_PAUSE));
+    let m = driver.member("support", TWEBER).await.expect("member");
+    assert_eq!(
+        (m.get("Paused"), m.get("PausedReason")),
+        (Some("1"), Some("postprocessing"))
+    );
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    let s = state_of(&e, "support", "tweber");
+    assert_eq!(
+        (s["paused"].as_str(), s["pauseReason"].as_str()),
+        ("true", "postprocessing")
+    );
+    let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+    assert_eq!(
+        state_of(&member_states(&cmd(&answer).1), "support", "tweber")["paused"],
+        "true"
+    );
+
+    // AgentUnpause, verbatim; a second one is refused: not paused.
+    assert_success(&tweber.request("bWHfh-39", AGENT_UNPAUSE));
+    assert_eq!(
+        driver
+            .member("support", TWEBER)
+            .await
+            .expect("member")
+            .get("Paused"),
+        Some("0")
+    );
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    assert_eq!(state_of(&e, "support", "tweber")["paused"], "false");
+    let again = tweber.request("bWHfh-39", AGENT_UNPAUSE);
+    assert!(failure_text(&again).contains("not paused"), "{again}");
+    // A reason that is not configured is refused by the command layer.
+    let bad = tweber.request(
+        "p-2",
+        &command(
+            "p-2",
+            "queue",
+            r#"<AgentPause queue="support" reason="coffee"/>"#,
+        ),
+    );
+    assert!(failure_text(&bad).contains("unknown pause reason"), "{bad}");
+
+    // A static member cannot log out.
+    let answer = boss.request(
+        "lo-1",
+        &command("lo-1", "queue", r#"<AgentLogout queue="sales"/>"#),
+    );
+    assert!(failure_text(&answer).contains("not dynamic"), "{answer}");
+
+    // QueueJoinEvent and QueueLeaveEvent for a real caller; the entry equals QueueStatus.
+    tweber.clear();
+    mmeyer.clear();
+    boss.clear();
+    driver
+        .call_with(
+            "support",
+            ("370", "Thomas Mattausch"),
+            1,
+            60,
+            &[("QTIMEOUT", "4")],
+        )
+        .await;
+    let join = event(&mut tweber, "QueueJoinEvent");
+    assert_eq!(
+        (join.attr("jid"), join.attr("name")),
+        (Some("q_2"), Some("support"))
+    );
+    let entry = join
+        .get_child("QueueCallEntry", NS)
+        .expect("QueueCallEntry");
+    let field = |e: &Element, n: &str| e.get_child(n, NS).map(|c| c.text()).unwrap_or_default();
+    let truth = driver
+        .queue_status("support")
+        .await
+        .into_iter()
+        .find(|m| m.event_name() == Some("QueueEntry"))
+        .expect("the caller in Asterisk's QueueStatus");
+    assert_eq!(
+        field(entry, "uniqueId"),
+        truth.get("Uniqueid").unwrap_or_default()
+    );
+    assert_eq!(
+        field(entry, "channel"),
+        truth.get("Channel").unwrap_or_default()
+    );
+    assert_eq!(
+        field(entry, "position"),
+        truth.get("Position").unwrap_or_default()
+    );
+    let pb = entry
+        .get_child("PhonebookEntry", NS)
+        .expect("PhonebookEntry");
+    assert_eq!(
+        (field(pb, "phone"), field(pb, "displayname")),
+        ("370".into(), "Thomas Mattausch".into())
+    );
+    // The supervisor gets it once, although two subscriptions match.
+    event(&mut boss, "QueueJoinEvent");
+    no_event(&mut boss, "QueueJoinEvent", Duration::from_millis(500));
+    no_event(&mut mmeyer, "QueueJoinEvent", Duration::from_millis(100));
+    // FindQueueState lists the waiting call.
+    let answer = tweber.request("bWHfh-36", FIND_QUEUE_STATE);
+    let calls = cmd(&answer).1;
+    let list = calls.get_child("QueueCallEntryList", NS).expect("list");
+    assert_eq!(list.children().count(), 1, "{answer}");
+    // The caller gives up after 4 s: QueueLeaveEvent with the same entry.
+    let leave = event(&mut tweber, "QueueLeaveEvent");
+    let left = leave.get_child("QueueCallEntry", NS).expect("entry");
+    assert_eq!(
+        field(left, "uniqueId"),
+        truth.get("Uniqueid").unwrap_or_default()
+    );
+    event(&mut boss, "QueueLeaveEvent");
+
+    // AgentLogout, verbatim; a second one is refused.
+    assert_success(&tweber.request("bWHfh-38", AGENT_LOGOUT));
+    assert!(driver.member("support", TWEBER).await.is_none());
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    assert_eq!(state_of(&e, "support", "tweber")["loggedin"], "false");
+    let again = tweber.request("bWHfh-38", AGENT_LOGOUT);
+    assert!(failure_text(&again).contains("not logged in"), "{again}");
+
+    // Subscriptions: removing the only one stops the events.
+    let list = tweber.request(
+        "rs-1",
+        &command(
+            "rs-1",
+            "event",
+            r#"<RemoveSubscription><Subscription module="queue" type="*"/></RemoveSubscription>"#,
+        ),
+    );
+    let (name, body) = cmd(&list);
+    assert_eq!(
+        (name.as_str(), body.children().count()),
+        ("event.SubscriptionList", 0),
+        "{list}"
+    );
+    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+    no_event(&mut tweber, "QueueMemberState", Duration::from_secs(1));
+    let list = tweber.request(
+        "as-1",
+        &command("as-1", "event", r#"<AddSubscription><Subscription module="queue" type="QueueMemberState"><AttributeFilter name="agent" equals="tweber"/></Subscription></AddSubscription>"#),
+    );
+    let filter = cmd(&list).1;
+    let filter = filter
+        .children()
+        .next()
+        .and_then(|s| s.get_child("AttributeFilter", NS))
+        .expect("the filter");
+    assert_eq!(
+        (filter.attr("name"), filter.attr("equals")),
+        (Some("agent"), Some("tweber"))
+    );
+    assert_success(&tweber.request("bWHfh-38", AGENT_LOGOUT));
+    event(&mut tweber, "QueueMemberState");
+
+    // Unknown commands and malformed ones get base.Failure.
+    let answer = tweber.request("u-1", &command("u-1", "queue", "<FindEverything/>"));
+    assert!(
+        failure_text(&answer).contains("unknown command queue.FindEverything"),
+        "{answer}"
+    );
+    let answer = tweber.request(
+        "u-2",
+        &command("u-2", "queue", "<FindOwnState/><FindOwnState/>"),
+    );
+    assert!(failure_text(&answer).contains("more than one"), "{answer}");
+    let answer = tweber.request(
+        "u-3",
+        &command(
+            "u-3",
+            "event",
+            r#"<AddSubscription><Subscription type="*"/></AddSubscription>"#,
+        ),
+    );
+    assert!(failure_text(&answer).contains("needs a module"), "{answer}");
+
+    // A client that addresses the component directly needs no server module.
+    let direct = tweber.request(
+        "d-1",
+        &format!(r#"<iq id="d-1" type="get" to="{COMPONENT}"><cmd xmlns="{NS}" module="queue"><FindOwnState/></cmd></iq>"#),
+    );
+    assert_eq!(parse(&direct).attr("from"), Some(COMPONENT), "{direct}");
+    assert_eq!(cmd(&direct).0, "queue.QueueMemberStates");
+    drop(bridge);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
+    let Setup {
+        mut ast,
+        driver: _driver,
+        mut prosody,
+        bridge,
+    } = setup().await;
+    let mut tweber = prosody.client("tweber", "pw", "laptop");
+    let mut boss = prosody.client("mpasquay", "pw", "desk");
+    answered(&mut tweber).await;
+    let subscribe = client_info("ci", EVERYTHING);
+    tweber.request("ci", &subscribe);
+    boss.request("ci", &subscribe);
+
+    // A presence the component cannot parse, relayed by Prosody: logged and skipped.
+    tweber.send(&format!(
+        r#"<presence to="{COMPONENT}"><priority>abc</priority></presence>"#
+    ));
+    let answer = boss.request("kJHfh-39", FIND_OWN_STATE);
+    assert_eq!(cmd(&answer).0, "queue.QueueMemberStates", "{answer}");
+    let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+    assert_eq!(cmd(&answer).0, "queue.QueueMemberStates", "{answer}");
+    // An IQ the component cannot parse gets an error, not silence.
+    tweber.send(&format!(
+        r#"<iq id="bad-1" type="get" to="{COMPONENT}"><a xmlns="{NS}"/><b xmlns="{NS}"/></iq>"#
+    ));
+    let bad = tweber
+        .wait_for(Duration::from_secs(10), |s| s.contains(r#"id="bad-1""#))
+        .expect("an answer to the malformed IQ");
+    assert!(bad.contains(r#"type="error""#), "{bad}");
+    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+    event(&mut boss, "QueueMemberState");
+    assert!(
+        bridge.log().contains("malformed stanza skipped"),
+        "{}",
+        bridge.log()
+    );
+
+    // Prosody restarts under queuebridge: the component reconnects, the clients log in again.
+    drop(tweber);
+    drop(boss);
+    prosody.stop();
+    prosody.run();
+    let mut tweber = prosody.client("tweber", "pw", "laptop");
+    answered(&mut tweber).await;
+    tweber.request("ci", &subscribe);
+    assert_success(&tweber.request("bWHfh-39", AGENT_PAUSE));
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    assert_eq!(state_of(&e, "support", "tweber")["paused"], "true");
+    assert!(bridge.log().contains("XMPP link lost"), "{}", bridge.log());
+
+    // Asterisk stops: commands are answered with the reason, never silence.
+    ast.stop();
+    let mut bridge_down = false;
+    until("queuebridge to see the AMI link down", async || {
+        let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+        bridge_down = answer.contains("Failure");
+        bridge_down.then_some(())
+    })
+    .await;
+    let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+    assert!(
+        failure_text(&answer).contains("AMI link to pbx1 is down"),
+        "{answer}"
+    );
+    let answer = tweber.request("bWHfh-39", AGENT_UNPAUSE);
+    assert!(
+        failure_text(&answer).contains("AMI link to pbx1 is down"),
+        "{answer}"
+    );
+    let answer = tweber.request("ci-2", &client_info("ci-2", EVERYTHING));
+    assert_eq!(cmd(&answer).0, "xmppuser.UserInfo", "{answer}");
+}
