@@ -666,14 +666,24 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
     assert_eq!(cmd(&answer).0, "queue.QueueMemberStates", "{answer}");
     let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
     assert_eq!(cmd(&answer).0, "queue.QueueMemberStates", "{answer}");
-    // An IQ the component cannot parse gets an error, not silence.
+    // An IQ Prosody relays but the component cannot parse (text beside the payload) gets
+    // bad-request from the component, not silence.
     tweber.send(&format!(
-        r#"<iq id="bad-1" type="get" to="{COMPONENT}"><a xmlns="{NS}"/><b xmlns="{NS}"/></iq>"#
+        r#"<iq id="bad-1" type="get" to="{COMPONENT}">junk<cmd xmlns="{NS}" module="queue"><FindOwnState/></cmd></iq>"#
     ));
     let bad = tweber
         .wait_for(Duration::from_secs(10), |s| s.contains(r#"id="bad-1""#))
         .expect("an answer to the malformed IQ");
-    assert!(bad.contains(r#"type="error""#), "{bad}");
+    let stanza = parse(&bad);
+    assert_eq!(
+        (stanza.attr("type"), stanza.attr("from")),
+        (Some("error"), Some(COMPONENT)),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("bad-request") && bad.contains("malformed stanza"),
+        "{bad}"
+    );
     assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
     event(&mut boss, "QueueMemberState");
     assert!(
@@ -694,6 +704,17 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
     let e = member_states(&event(&mut tweber, "QueueMemberState"));
     assert_eq!(state_of(&e, "support", "tweber")["paused"], "true");
     assert!(bridge.log().contains("XMPP link lost"), "{}", bridge.log());
+
+    // Keepalive: a quiet link (ping_interval = 5 s) is pinged, not dropped.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        bridge.log().matches("XMPP link lost").count(),
+        1,
+        "{}",
+        bridge.log()
+    );
+    let answer = tweber.request("kJHfh-39", FIND_OWN_STATE);
+    assert_eq!(cmd(&answer).0, "queue.QueueMemberStates", "{answer}");
 
     // Asterisk stops: commands are answered with the reason, never silence.
     ast.stop();

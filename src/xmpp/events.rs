@@ -423,3 +423,177 @@ fn diff_queue(server: &Arc<str>, queue: &str, old: Seen, new: &Seen, events: &mu
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{QueueIds, QueueStats};
+
+    fn member(interface: &str, paused: bool, reason: &str, status: i64) -> Member {
+        Member {
+            interface: interface.into(),
+            name: format!("Agent {interface}"),
+            membership: "dynamic".into(),
+            status,
+            paused,
+            paused_reason: reason.into(),
+            ..Member::default()
+        }
+    }
+
+    fn caller(uniqueid: &str, position: i64) -> Caller {
+        Caller {
+            position,
+            channel: format!("Local/{uniqueid}"),
+            uniqueid: uniqueid.into(),
+            caller_id_num: "370".into(),
+            ..Caller::default()
+        }
+    }
+
+    fn state(members: Vec<Member>, callers: Vec<Caller>) -> State {
+        let mut s = State::new(["pbx1"], QueueIds::default());
+        let server: Arc<str> = Arc::from("pbx1");
+        s.server_mut("pbx1").queues.insert(
+            "support".into(),
+            Queue {
+                server: server.clone(),
+                name: Arc::from("support"),
+                id: 2,
+                stats: QueueStats::default(),
+                members: members
+                    .into_iter()
+                    .map(|m| (m.interface.clone(), m))
+                    .collect(),
+                callers,
+                connected_calls: Vec::new(),
+                ringing: Vec::new(),
+            },
+        );
+        s
+    }
+
+    fn change(kind: ChangeKind) -> Change {
+        Change {
+            seq: 1,
+            server: Arc::from("pbx1"),
+            kind,
+        }
+    }
+
+    fn names(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Member {
+                    interface, state, ..
+                } => format!(
+                    "member {interface} in={} paused={} {:?}",
+                    state.loggedin, state.paused, state.pause_reason
+                ),
+                Event::Join { entry, .. } => format!("join {} @{}", entry.uniqueid, entry.position),
+                Event::Leave { entry, .. } => {
+                    format!("leave {} @{}", entry.uniqueid, entry.position)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_login_and_pause_changes_are_member_events() {
+        let dir = Directory::default();
+        let mut p = Published::of(&state(vec![member("a", false, "", 1)], vec![]), &dir);
+        let queue: Arc<str> = Arc::from("support");
+        let update = |m: Member| {
+            change(ChangeKind::MemberUpdated {
+                queue: queue.clone(),
+                member: m,
+            })
+        };
+        // A device state change alone is no event.
+        assert!(p.apply(&update(member("a", false, "", 6)), &dir).is_empty());
+        assert_eq!(
+            names(&p.apply(&update(member("a", true, "Lunch", 6)), &dir)),
+            ["member a in=true paused=true \"Lunch\""]
+        );
+        // Asterisk keeps the reason after an unpause; it is not shown, nor its later clearing.
+        assert_eq!(
+            names(&p.apply(&update(member("a", false, "Lunch", 1)), &dir)),
+            ["member a in=true paused=false \"\""]
+        );
+        assert!(p.apply(&update(member("a", false, "", 1)), &dir).is_empty());
+        let removed = change(ChangeKind::MemberRemoved {
+            queue: queue.clone(),
+            interface: "a".into(),
+        });
+        assert_eq!(
+            names(&p.apply(&removed, &dir)),
+            ["member a in=false paused=false \"\""]
+        );
+        assert!(p.apply(&removed, &dir).is_empty());
+    }
+
+    #[test]
+    fn joins_and_leaves_keep_positions_and_are_never_repeated() {
+        let dir = Directory::default();
+        let mut p = Published::of(&state(vec![], vec![caller("u1", 1)]), &dir);
+        let queue: Arc<str> = Arc::from("support");
+        let join = change(ChangeKind::CallerJoined {
+            queue: queue.clone(),
+            caller: caller("u2", 2),
+        });
+        assert_eq!(names(&p.apply(&join, &dir)), ["join u2 @2"]);
+        assert!(p.apply(&join, &dir).is_empty());
+        let leave = |u: &str, position| {
+            change(ChangeKind::CallerLeft {
+                queue: queue.clone(),
+                uniqueid: u.into(),
+                position,
+                abandoned: false,
+            })
+        };
+        assert_eq!(names(&p.apply(&leave("u1", 1), &dir)), ["leave u1 @1"]);
+        // u2 moved up to position 1.
+        assert_eq!(names(&p.apply(&leave("u2", 1), &dir)), ["leave u2 @1"]);
+        assert!(p.apply(&leave("u2", 1), &dir).is_empty());
+    }
+
+    #[test]
+    fn catching_up_tells_exactly_the_difference() {
+        let dir = Directory::default();
+        let mut p = Published::of(
+            &state(
+                vec![member("a", false, "", 1), member("gone", false, "", 1)],
+                vec![caller("u1", 1)],
+            ),
+            &dir,
+        );
+        let now = state(
+            vec![member("a", true, "Lunch", 1), member("b", false, "", 1)],
+            vec![caller("u2", 1), caller("u3", 2)],
+        );
+        assert_eq!(
+            names(&p.catch_up(&now, &dir)),
+            [
+                "member a in=true paused=true \"Lunch\"",
+                "member gone in=false paused=false \"\"",
+                "member b in=true paused=false \"\"",
+                "leave u1 @1",
+                "join u2 @1",
+                "join u3 @2",
+            ]
+        );
+        assert!(p.catch_up(&now, &dir).is_empty());
+        // The queue disappears: everyone leaves, every member is logged out.
+        let empty = State::new(["pbx1"], QueueIds::default());
+        assert_eq!(
+            names(&p.catch_up(&empty, &dir)),
+            [
+                "member a in=false paused=false \"\"",
+                "member b in=false paused=false \"\"",
+                "leave u2 @1",
+                "leave u3 @2",
+            ]
+        );
+    }
+}
