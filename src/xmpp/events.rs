@@ -158,7 +158,7 @@ impl Event {
         }
     }
 
-    pub fn server(&self) -> &str {
+    pub fn server(&self) -> &Arc<str> {
         match self {
             Event::Member { server, .. }
             | Event::Join { server, .. }
@@ -222,11 +222,15 @@ impl Published {
         p
     }
 
-    /// Whether `interface` is a member of the queue, as published.
-    pub fn is_member(&self, server: &str, queue: &str, interface: &str) -> bool {
+    /// The members of a queue, as published (by interface).
+    pub fn members(
+        &self,
+        server: &Arc<str>,
+        queue: &str,
+    ) -> Option<&BTreeMap<String, MemberState>> {
         self.queues
-            .get(&(Arc::from(server), queue.to_owned()))
-            .is_some_and(|s| s.members.contains_key(interface))
+            .get(&(server.clone(), queue.to_owned()))
+            .map(|s| &s.members)
     }
 
     /// The events one change brings.

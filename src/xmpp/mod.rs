@@ -16,6 +16,7 @@
 //! would end the stream instead.
 
 pub mod events;
+pub mod outbound;
 pub mod pascom;
 pub mod sessions;
 
@@ -33,7 +34,6 @@ use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::component::Handshake;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
@@ -50,6 +50,7 @@ use crate::hub::Hub;
 use crate::state::{Queue, State};
 
 use self::events::Published;
+use self::outbound::{Headline, Outbound, Payload};
 use self::pascom::{failure, Identity, QueueRef, Request, Subscription};
 use self::sessions::Sessions;
 
@@ -72,11 +73,12 @@ type Stream = XmlStream<<TcpServerConnector as ServerConnector>::Stream, Fallibl
 pub struct Front {
     config: XmppConfig,
     component: Jid,
+    component_str: Arc<str>,
     hub: Arc<Hub>,
     access: Arc<Access>,
     commands: Commands,
     sessions: Mutex<Sessions>,
-    out: mpsc::Sender<Stanza>,
+    out: mpsc::Sender<Outbound>,
     connected: AtomicBool,
     commands_in_flight: Arc<Semaphore>,
 }
@@ -101,11 +103,12 @@ impl Front {
         config: &XmppConfig,
         hub: Arc<Hub>,
         commands: Commands,
-    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Stanza>)> {
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Outbound>)> {
         let component = Jid::new(&config.component).context("xmpp.component")?;
         let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let front = Arc::new(Self {
             config: config.clone(),
+            component_str: Arc::from(component.as_str()),
             component,
             hub,
             access: commands.access().clone(),
@@ -238,13 +241,20 @@ impl Front {
 
     /// Queues an IQ result without waiting; dropped (and logged) if the queue is full.
     fn reply(&self, to: &FullJid, id: &str, payload: Option<Element>) {
-        if self.out.try_send(self.result(to, id, payload)).is_err() {
+        if self
+            .out
+            .try_send(Outbound::Stanza(Box::new(self.result(to, id, payload))))
+            .is_err()
+        {
             warn!(%to, id, "outbound queue full: reply dropped");
         }
     }
 
     async fn reply_sent(&self, to: &FullJid, id: &str, payload: Option<Element>) {
-        let _ = self.out.send(self.result(to, id, payload)).await;
+        let _ = self
+            .out
+            .send(Outbound::Stanza(Box::new(self.result(to, id, payload))))
+            .await;
     }
 
     fn reply_error(&self, to: Jid, id: String, condition: DefinedCondition, text: &str) {
@@ -255,7 +265,11 @@ impl Front {
             error: StanzaError::new(ErrorType::Modify, condition, "en", text),
             payload: None,
         });
-        if self.out.try_send(stanza).is_err() {
+        if self
+            .out
+            .try_send(Outbound::Stanza(Box::new(stanza)))
+            .is_err()
+        {
             warn!("outbound queue full: error reply dropped");
         }
     }
@@ -554,12 +568,20 @@ impl Front {
             if recipients.is_empty() {
                 continue;
             }
-            let payload = event.element();
+            let payload = match Payload::new(&event.element()) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(%e, "event not serializable");
+                    continue;
+                }
+            };
             for to in recipients {
-                let mut message = Message::headline(Some(Jid::from(to)));
-                message.from = Some(self.component.clone());
-                message.payloads.push(payload.clone());
-                if self.out.send(Stanza::Message(message)).await.is_err() {
+                let headline = Headline {
+                    from: self.component_str.clone(),
+                    to: to.to_string(),
+                    payload: payload.clone(),
+                };
+                if self.out.send(Outbound::Headline(headline)).await.is_err() {
                     return;
                 }
             }
@@ -568,7 +590,11 @@ impl Front {
 }
 
 /// Keeps the component logged in, forever, with backoff between attempts.
-async fn link(front: Arc<Front>, mut out_rx: mpsc::Receiver<Stanza>, shutdown: CancellationToken) {
+async fn link(
+    front: Arc<Front>,
+    mut out_rx: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
     let config = &front.config;
     let first = Duration::from_millis(500);
     let max = Duration::from_secs_f64(config.reconnect_max).max(first);
@@ -650,7 +676,7 @@ async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
 async fn serve(
     front: &Arc<Front>,
     mut stream: Stream,
-    out_rx: &mut mpsc::Receiver<Stanza>,
+    out_rx: &mut mpsc::Receiver<Outbound>,
     shutdown: &CancellationToken,
 ) -> String {
     let mut pings = 0u64;
@@ -701,14 +727,19 @@ async fn serve(
 /// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`]), then flushes.
 async fn write_batch(
     stream: &mut Stream,
-    first: Stanza,
-    out_rx: &mut mpsc::Receiver<Stanza>,
+    first: Outbound,
+    out_rx: &mut mpsc::Receiver<Outbound>,
 ) -> std::io::Result<()> {
-    stream.feed(&XmppStreamElement::Stanza(first)).await?;
-    for _ in 1..WRITE_BATCH {
-        match out_rx.try_recv() {
-            Ok(s) => stream.feed(&XmppStreamElement::Stanza(s)).await?,
-            Err(_) => break,
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(item) = next.take() {
+        match item {
+            Outbound::Stanza(s) => stream.feed(&XmppStreamElement::Stanza(*s)).await?,
+            Outbound::Headline(h) => SinkExt::<&Headline>::feed(stream, &h).await?,
+        }
+        written += 1;
+        if written < WRITE_BATCH {
+            next = out_rx.try_recv().ok();
         }
     }
     SinkExt::<&XmppStreamElement>::flush(stream).await

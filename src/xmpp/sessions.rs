@@ -9,14 +9,14 @@
 //! Permissions are judged on every event with the current directory, so a reload that takes
 //! away a role takes away its events at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio_xmpp::jid::FullJid;
 
 use crate::access::Directory;
 
 use super::events::{Event, Published};
-use super::pascom::{Scope, Subscription, MAX_SUBSCRIPTIONS};
+use super::pascom::{MemberState, Scope, Subscription, MAX_SUBSCRIPTIONS};
 
 /// One client session.
 #[derive(Debug)]
@@ -101,12 +101,13 @@ impl Sessions {
         dir: &Directory,
         published: &Published,
     ) -> Vec<FullJid> {
+        let members = published.members(event.server(), event.queue());
         self.by_jid
             .iter()
             .filter(|(_, s)| {
                 s.subscriptions
                     .iter()
-                    .any(|sub| matches(sub, &s.user, event, dir, published))
+                    .any(|sub| matches(sub, &s.user, event, dir, members))
             })
             .map(|(j, _)| j.clone())
             .collect()
@@ -146,13 +147,14 @@ pub fn remove(list: &mut Vec<Subscription>, gone: Vec<Subscription>, supervisor:
     }
 }
 
-/// Whether `sub` of `user` asks for `event` and the user may see it.
+/// Whether `sub` of `user` asks for `event` and the user may see it; `members` are the
+/// event's queue's, as published.
 fn matches(
     sub: &Subscription,
     user: &str,
     event: &Event,
     dir: &Directory,
-    published: &Published,
+    members: Option<&BTreeMap<String, MemberState>>,
 ) -> bool {
     if sub.module != "queue" || (sub.kind != "*" && sub.kind != event.name()) {
         return false;
@@ -179,12 +181,8 @@ fn matches(
             return true;
         }
     }
-    let (server, queue) = (event.server(), event.queue());
-    user.belongs_to(
-        server,
-        queue,
-        published.is_member(server, queue, &user.interface),
-    )
+    let is_member = members.is_some_and(|m| m.contains_key(&user.interface));
+    user.belongs_to(event.server(), event.queue(), is_member)
 }
 
 #[cfg(test)]
