@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::prosody::{Client, Prosody, COMPONENT, DOMAIN};
+use common::proxy::Proxy;
 use common::{until, Asterisk, Bridge, Driver};
 use tokio_xmpp::minidom::Element;
 
@@ -227,9 +228,15 @@ struct Setup {
     driver: Driver,
     prosody: Prosody,
     bridge: Bridge,
+    /// Between queuebridge and Prosody's component port, when asked for.
+    proxy: Option<Proxy>,
 }
 
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+async fn setup_with(proxied: bool) -> Setup {
     let ast = Asterisk::start();
     let mut driver = Driver::connect(ast.port).await;
     for agent in ["agent1", "agent2", "agent3", "agent4"] {
@@ -237,13 +244,22 @@ async fn setup() -> Setup {
         driver.devstate(agent, "NOT_INUSE").await;
     }
     let prosody = Prosody::start(&[("tweber", "pw"), ("mmeyer", "pw"), ("mpasquay", "pw")]);
-    let bridge = Bridge::start_extra(ast.port, &format!("{}{}", users(), prosody.xmpp_config()));
+    let proxy = match proxied {
+        true => Some(Proxy::start(prosody.component_port).await),
+        false => None,
+    };
+    let xmpp = match &proxy {
+        Some(p) => prosody.xmpp_config_via(p.port),
+        None => prosody.xmpp_config(),
+    };
+    let bridge = Bridge::start_extra(ast.port, &format!("{}{xmpp}", users()));
     bridge.wait_health(200).await;
     Setup {
         ast,
         driver,
         prosody,
         bridge,
+        proxy,
     }
 }
 
@@ -254,6 +270,7 @@ async fn seed_commands_and_events_equal_asterisk() {
         mut driver,
         prosody,
         bridge,
+        ..
     } = setup().await;
     let mut tweber = prosody.client("tweber", "pw", "mdfxclient_tw");
     let mut mmeyer = prosody.client("mmeyer", "pw", "desk");
@@ -650,6 +667,7 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
         driver: _driver,
         mut prosody,
         bridge,
+        ..
     } = setup().await;
     let mut tweber = prosody.client("tweber", "pw", "laptop");
     let mut boss = prosody.client("mpasquay", "pw", "desk");
@@ -692,9 +710,31 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
         bridge.log()
     );
 
+    // A client that stops reading (its process frozen) holds up nobody: tweber's commands
+    // and events go on, and the frozen client gets what it missed when it wakes up.
+    boss.freeze(true);
+    for (id, command) in [("bWHfh-39", AGENT_PAUSE), ("bWHfh-39", AGENT_UNPAUSE)].repeat(5) {
+        assert_success(&tweber.request(id, command));
+        event(&mut tweber, "QueueMemberState");
+    }
+    boss.freeze(false);
+    for _ in 0..10 {
+        event(&mut boss, "QueueMemberState");
+    }
+
     // Prosody restarts under queuebridge: the component reconnects, the clients log in again.
     drop(tweber);
     drop(boss);
+    // mod_pascom tells queuebridge that the sessions ended.
+    until("the end of the sessions", async || {
+        let log = bridge.log();
+        let ended = |jid: &str| {
+            log.lines()
+                .any(|l| l.contains("session ended") && l.contains(jid))
+        };
+        (ended("tweber@example.test/laptop") && ended("mpasquay@example.test/desk")).then_some(())
+    })
+    .await;
     prosody.stop();
     prosody.run();
     let mut tweber = prosody.client("tweber", "pw", "laptop");
@@ -737,4 +777,52 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
     );
     let answer = tweber.request("ci-2", &client_info("ci-2", EVERYTHING));
     assert_eq!(cmd(&answer).0, "xmppuser.UserInfo", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_outlive_a_cut_or_dead_component_link() {
+    let Setup {
+        ast: _ast,
+        driver: _driver,
+        prosody,
+        bridge,
+        proxy,
+    } = setup_with(true).await;
+    let proxy = proxy.expect("proxy");
+    let mut tweber = prosody.client("tweber", "pw", "laptop");
+    answered(&mut tweber).await;
+    tweber.request("ci", &client_info("ci", EVERYTHING));
+    let reconnected = |n: usize| {
+        let bridge = &bridge;
+        async move {
+            until("the component to reconnect", async || {
+                (bridge.log().matches("XMPP component connected").count() >= n).then_some(())
+            })
+            .await
+        }
+    };
+
+    // The link is cut: queuebridge reconnects, the client's session and subscription stay.
+    proxy.cut();
+    reconnected(2).await;
+    answered(&mut tweber).await;
+    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    assert_eq!(state_of(&e, "support", "tweber")["loggedin"], "true");
+
+    // The link goes silent without closing (a forgotten NAT flow): the keepalive finds it
+    // dead within ping_interval + its answer time (5 + 5 s), and queuebridge reconnects once
+    // Prosody lets go of the old connection.
+    let lost = bridge.log().matches("XMPP link lost").count();
+    proxy.stall();
+    until("the keepalive to drop the dead link", async || {
+        (bridge.log().matches("XMPP link lost").count() > lost).then_some(())
+    })
+    .await;
+    proxy.cut();
+    reconnected(3).await;
+    answered(&mut tweber).await;
+    assert_success(&tweber.request("bWHfh-38", AGENT_LOGOUT));
+    let e = member_states(&event(&mut tweber, "QueueMemberState"));
+    assert_eq!(state_of(&e, "support", "tweber")["loggedin"], "false");
 }

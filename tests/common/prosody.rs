@@ -156,6 +156,11 @@ Component "{COMPONENT}"
 
     /// The `[xmpp]` section that points queuebridge at this server.
     pub fn xmpp_config(&self) -> String {
+        self.xmpp_config_via(self.component_port)
+    }
+
+    /// The `[xmpp]` section with the component port `port` (a proxy in front of this server's).
+    pub fn xmpp_config_via(&self, port: u16) -> String {
         format!(
             r#"
 [xmpp]
@@ -166,7 +171,7 @@ domain = "{DOMAIN}"
 ping_interval = 5
 reconnect_max = 2
 "#,
-            self.component_port
+            port
         )
     }
 
@@ -290,6 +295,16 @@ impl Client {
             got.push(s);
         }
         got
+    }
+
+    /// Freezes (SIGSTOP) or wakes (SIGCONT) the client process: a client that stops reading.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
     }
 
     /// Drops everything received so far.
