@@ -20,13 +20,14 @@ pub mod outbound;
 pub mod pascom;
 pub mod sessions;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast::error::RecvError, mpsc, Semaphore};
+use tokio::sync::{broadcast::error::RecvError, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_xmpp::connect::{DnsConfig, ServerConnector, TcpServerConnector};
@@ -59,6 +60,8 @@ use self::sessions::Sessions;
 pub const OUTBOUND_QUEUE: usize = 8192;
 /// Commands running at once; more are answered with `base.Failure` at once.
 pub const MAX_COMMANDS: usize = 256;
+/// Commands of one client session running at once, so one client cannot take every slot.
+pub const MAX_COMMANDS_PER_SESSION: usize = 8;
 /// The longest a command may take before its answer is a `base.Failure` (Asterisk's action
 /// timeout and the confirmation wait fit inside).
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
@@ -81,6 +84,45 @@ pub struct Front {
     out: mpsc::Sender<Outbound>,
     connected: AtomicBool,
     commands_in_flight: Arc<Semaphore>,
+    /// Commands running per client session.
+    session_commands: Mutex<HashMap<FullJid, usize>>,
+}
+
+/// A running command's place: one of [`MAX_COMMANDS`] and one of its session's
+/// [`MAX_COMMANDS_PER_SESSION`], given back when dropped.
+struct Slot {
+    front: Arc<Front>,
+    from: FullJid,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn take(front: &Arc<Front>, from: &FullJid) -> Option<Self> {
+        let permit = front.commands_in_flight.clone().try_acquire_owned().ok()?;
+        let mut running = front.session_commands();
+        let n = running.entry(from.clone()).or_default();
+        if *n >= MAX_COMMANDS_PER_SESSION {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            front: front.clone(),
+            from: from.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = self.front.session_commands();
+        if let Some(n) = running.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.from);
+            }
+        }
+    }
 }
 
 /// Starts the link and the fan-out; they stop when `shutdown` is cancelled.
@@ -117,12 +159,19 @@ impl Front {
             out,
             connected: AtomicBool::new(false),
             commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS)),
+            session_commands: Mutex::new(HashMap::new()),
         });
         Ok((front, out_rx))
     }
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session_commands(&self) -> MutexGuard<'_, HashMap<FullJid, usize>> {
+        self.session_commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Client sessions known now.
@@ -207,7 +256,7 @@ impl Front {
     }
 
     fn command(self: &Arc<Self>, from: FullJid, id: String, payload: Element) {
-        let Ok(permit) = self.commands_in_flight.clone().try_acquire_owned() else {
+        let Some(slot) = Slot::take(self, &from) else {
             self.reply(
                 &from,
                 &id,
@@ -226,7 +275,7 @@ impl Front {
                     )),
                 };
             front.reply_sent(&from, &id, Some(answer)).await;
-            drop(permit);
+            drop(slot);
         });
     }
 
@@ -743,4 +792,65 @@ async fn write_batch(
         }
     }
     SinkExt::<&XmppStreamElement>::flush(stream).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Directory;
+    use crate::config::Config;
+    use crate::servers::Servers;
+    use crate::state::QueueIds;
+
+    fn front() -> Arc<Front> {
+        let config = Config::parse(
+            r#"
+state_dir = "/nonexistent"
+[[ami]]
+id = "pbx1"
+host = "127.0.0.1"
+username = "u"
+secret = "s"
+[http]
+listen = "127.0.0.1:0"
+token = "0123456789abcdef"
+[xmpp]
+server = "127.0.0.1:5347"
+component = "pbx.example.test"
+secret = "s"
+domain = "example.test"
+"#,
+            "test",
+        )
+        .expect("config");
+        let hub = Hub::new(State::new(["pbx1"], QueueIds::default()));
+        let (inputs, _) = mpsc::channel(1);
+        let servers = Servers::load(
+            vec![("pbx1".into(), config.ami[0].client())],
+            None,
+            inputs,
+            CancellationToken::new(),
+        )
+        .expect("servers");
+        let commands = Commands::new(hub.clone(), servers, Access::new(Directory::default()));
+        let xmpp = config.xmpp.expect("xmpp");
+        Front::new(&xmpp, hub, commands).expect("front").0
+    }
+
+    #[test]
+    fn one_session_cannot_take_every_command_slot() {
+        let front = front();
+        let a = FullJid::new("anna@example.test/a").expect("jid");
+        let b = FullJid::new("boss@example.test/b").expect("jid");
+        let mut slots: Vec<Slot> = (0..MAX_COMMANDS_PER_SESSION)
+            .map(|_| Slot::take(&front, &a).expect("a slot"))
+            .collect();
+        assert!(Slot::take(&front, &a).is_none());
+        let other = Slot::take(&front, &b).expect("another session's slot");
+        slots.pop();
+        assert!(Slot::take(&front, &a).is_some());
+        drop((slots, other));
+        assert!(front.session_commands().is_empty());
+        assert_eq!(front.commands_in_flight.available_permits(), MAX_COMMANDS);
+    }
 }
