@@ -385,26 +385,29 @@ impl Principal {
     }
 }
 
+/// A user for unit tests: interface `Local/<name>@agents/n`, a well-formed password hash (only
+/// `passwords_verify_against_a_fresh_hash` pays for a real argon2 run).
+#[cfg(test)]
+pub(crate) fn test_user(name: &str, roles: &[&str], queues: &[&str]) -> UserConfig {
+    UserConfig {
+        name: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk".into(),
+        interface: format!("Local/{name}@agents/n"),
+        state_interface: None,
+        display_name: None,
+        extension: None,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        server: None,
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::QueueIds;
 
-    fn user(name: &str, roles: &[&str], queues: &[&str]) -> UserConfig {
-        UserConfig {
-            name: name.into(),
-            // A well-formed PHC string; only `passwords_verify_against_a_fresh_hash` pays for
-            // a real argon2 run.
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk".into(),
-            interface: format!("Local/{name}@agents/n"),
-            state_interface: None,
-            display_name: None,
-            extension: None,
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            server: None,
-            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-        }
-    }
+    use super::test_user as user;
 
     #[test]
     fn bad_entries_name_their_key() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::prosody::{Client, Prosody, COMPONENT, DOMAIN};
 use common::proxy::Proxy;
-use common::{until, Asterisk, Bridge, Driver};
+use common::{until, Asterisk, Bridge, Driver, QUEUE_IDS};
 use tokio_xmpp::minidom::Element;
 
 const NS: &str = "http://www.pascom.net/mobydick";
@@ -56,14 +56,7 @@ fn users() -> String {
     let pw = queuebridge::access::hash_password("pw").expect("hash");
     format!(
         r#"
-[[queues]]
-server = "pbx1"
-name = "sales"
-id = 1
-[[queues]]
-server = "pbx1"
-name = "support"
-id = 2
+{QUEUE_IDS}
 [[users]]
 name = "tweber"
 password_hash = "{pw}"

@@ -188,24 +188,11 @@ fn matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::UserConfig;
+    use crate::access::test_user as user;
     use crate::xmpp::pascom::{CallEntry, MemberState, Person, QueueRef};
     use std::sync::Arc;
 
     fn dir() -> Directory {
-        let user = |name: &str, roles: &[&str], queues: &[&str]| {
-            UserConfig {
-            name: name.into(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk".into(),
-            interface: format!("Local/{name}@agents/n"),
-            state_interface: None,
-            display_name: None,
-            extension: None,
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            server: None,
-            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-        }
-        };
         Directory::new(
             &[
                 user("anna", &[], &["sales"]),

@@ -442,14 +442,8 @@ pub async fn expect_change(
     }
 }
 
-/// The users of the dialect tests: tweber (agent3, ext 203, may join support and sales),
-/// mmeyer (agent1, ext 201), boss (agent2, ext 202, supervisor); queue ids sales = 1,
-/// support = 2; the two pause reasons.
-pub fn dialect_users() -> String {
-    let agent = queuebridge::access::hash_password("agent-pw").expect("hash");
-    let boss = queuebridge::access::hash_password("boss-pw").expect("hash");
-    format!(
-        r#"
+/// The queue ids of the tests: sales = 1, support = 2.
+pub const QUEUE_IDS: &str = r#"
 [[queues]]
 server = "pbx1"
 name = "sales"
@@ -458,6 +452,17 @@ id = 1
 server = "pbx1"
 name = "support"
 id = 2
+"#;
+
+/// The users of the dialect tests: tweber (agent3, ext 203, may join support and sales),
+/// mmeyer (agent1, ext 201), boss (agent2, ext 202, supervisor); queue ids sales = 1,
+/// support = 2; the two pause reasons.
+pub fn dialect_users() -> String {
+    let agent = queuebridge::access::hash_password("agent-pw").expect("hash");
+    let boss = queuebridge::access::hash_password("boss-pw").expect("hash");
+    format!(
+        r#"
+{QUEUE_IDS}
 [[users]]
 name = "tweber"
 password_hash = "{agent}"
