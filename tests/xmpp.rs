@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::prosody::{Client, Prosody, COMPONENT, DOMAIN};
 use common::proxy::Proxy;
 use common::{until, Asterisk, Bridge, Driver, QUEUE_IDS};
+use queuebridge::ami::Message;
 use tokio_xmpp::minidom::Element;
 
 const NS: &str = "http://www.pascom.net/mobydick";
@@ -776,7 +777,7 @@ async fn malformed_stanzas_restarts_and_a_dead_ami_link() {
 async fn sessions_outlive_a_cut_or_dead_component_link() {
     let Setup {
         ast: _ast,
-        driver: _driver,
+        mut driver,
         prosody,
         bridge,
         proxy,
@@ -795,13 +796,33 @@ async fn sessions_outlive_a_cut_or_dead_component_link() {
         }
     };
 
-    // The link is cut: queuebridge reconnects, the client's session and subscription stay.
+    // The link is cut, and tweber is logged in (straight over AMI) while it is down:
+    // queuebridge reconnects, the client's session and subscription stay, and the client is
+    // told what changed meanwhile.
+    proxy.refuse(true);
     proxy.cut();
-    reconnected(2).await;
-    answered(&mut tweber).await;
-    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+    until("queuebridge to see the link cut", async || {
+        (bridge.log().matches("XMPP link lost").count() == 1).then_some(())
+    })
+    .await;
+    let added = driver
+        .send(
+            Message::action("QueueAdd")
+                .with("Queue", "support")
+                .with("Interface", TWEBER)
+                .with("MemberName", "Thomas Weber")
+                .with("StateInterface", "Custom:agent4"),
+        )
+        .await;
+    assert!(added.is_success(), "{:?}", added.response);
+    no_event(&mut tweber, "QueueMemberState", Duration::from_secs(1));
+    proxy.refuse(false);
     let e = member_states(&event(&mut tweber, "QueueMemberState"));
     assert_eq!(state_of(&e, "support", "tweber")["loggedin"], "true");
+    reconnected(2).await;
+    assert!(bridge
+        .log()
+        .contains("sending the clients what changed meanwhile"));
 
     // The link goes silent without closing (a forgotten NAT flow): the keepalive finds it
     // dead within ping_interval + its answer time (5 + 5 s), and queuebridge reconnects once

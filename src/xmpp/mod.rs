@@ -21,13 +21,12 @@ pub mod pascom;
 pub mod sessions;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast::error::RecvError, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_xmpp::connect::{DnsConfig, ServerConnector, TcpServerConnector};
@@ -82,7 +81,8 @@ pub struct Front {
     commands: Commands,
     sessions: Mutex<Sessions>,
     out: mpsc::Sender<Outbound>,
-    connected: AtomicBool,
+    /// Whether the component link is up.
+    connected: watch::Sender<bool>,
     commands_in_flight: Arc<Semaphore>,
     /// Commands running per client session.
     session_commands: Mutex<HashMap<FullJid, usize>>,
@@ -140,8 +140,8 @@ pub fn start(
 }
 
 impl Front {
-    /// The front end and the receiving end of its outbound queue (the link's, or a bench's).
-    pub fn new(
+    /// The front end and the receiving end of its outbound queue, for the link.
+    fn new(
         config: &XmppConfig,
         hub: Arc<Hub>,
         commands: Commands,
@@ -157,7 +157,7 @@ impl Front {
             commands,
             sessions: Mutex::new(Sessions::new(config.max_sessions_per_user)),
             out,
-            connected: AtomicBool::new(false),
+            connected: watch::Sender::new(false),
             commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS)),
             session_commands: Mutex::new(HashMap::new()),
         });
@@ -172,16 +172,6 @@ impl Front {
         self.session_commands
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Client sessions known now.
-    pub fn session_count(&self) -> usize {
-        self.sessions().len()
-    }
-
-    /// Marks the link up or down (the link task; a bench without a server).
-    pub fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Release);
     }
 
     /// Subscribes `jid` (user `user`) as `ClientInfo` would; for benches.
@@ -307,11 +297,15 @@ impl Front {
     }
 
     fn reply_error(&self, to: Jid, id: String, condition: DefinedCondition, text: &str) {
+        let kind = match condition {
+            DefinedCondition::BadRequest => ErrorType::Modify,
+            _ => ErrorType::Cancel,
+        };
         let stanza = Stanza::Iq(Iq::Error {
             from: Some(self.component.clone()),
             to: Some(to),
             id,
-            error: StanzaError::new(ErrorType::Modify, condition, "en", text),
+            error: StanzaError::new(kind, condition, "en", text),
             payload: None,
         });
         if self
@@ -579,27 +573,48 @@ fn agent_command(
 }
 
 /// Turns state changes into events and queues them for every subscribed session.
+///
+/// While the component link is down nothing can reach a client, so changes are not taken into
+/// the published picture; when it is back, the clients get exactly the differences between
+/// what they were told and the state now.
 async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
     let mut changes = front.hub.subscribe();
+    let mut link = front.connected.subscribe();
     let mut published = front
         .hub
         .read(|s| Published::of(s, &front.access.directory()));
+    let mut behind = false;
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
-            next = changes.recv() => next,
+            up = link.changed() => match up {
+                Ok(()) => None,
+                Err(_) => return,
+            },
+            next = changes.recv() => Some(next),
         };
         let dir = front.access.directory();
+        let up = *link.borrow_and_update();
         let events = match next {
-            Ok(change) => published.apply(&change, &dir),
-            Err(RecvError::Lagged(n)) => {
-                warn!(
-                    missed = n,
-                    "XMPP fan-out fell behind; catching up from the state"
-                );
+            Some(Err(RecvError::Closed)) => return,
+            _ if !up => {
+                behind = true;
+                continue;
+            }
+            None if !behind => continue,
+            None => {
+                info!("XMPP link back: sending the clients what changed meanwhile");
+                behind = false;
                 front.hub.read(|s| published.catch_up(s, &dir))
             }
-            Err(RecvError::Closed) => return,
+            Some(Ok(change)) if !behind => published.apply(&change, &dir),
+            Some(Ok(_)) | Some(Err(RecvError::Lagged(_))) => {
+                if !behind {
+                    warn!("XMPP fan-out fell behind; catching up from the state");
+                }
+                behind = false;
+                front.hub.read(|s| published.catch_up(s, &dir))
+            }
         };
         front.deliver(&events, &published).await;
     }
@@ -608,7 +623,7 @@ async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
 impl Front {
     /// Queues one headline per event for every session that gets it (each at most once).
     pub async fn deliver(&self, events: &[events::Event], published: &Published) {
-        if events.is_empty() || !self.connected.load(Ordering::Acquire) {
+        if events.is_empty() || !*self.connected.borrow() {
             return;
         }
         let dir = self.access.directory();
@@ -657,9 +672,9 @@ async fn link(
             Ok(Ok(stream)) => {
                 info!(server = %config.server, component = %config.component, "XMPP component connected");
                 backoff = first;
-                front.set_connected(true);
+                front.connected.send_replace(true);
                 let end = serve(&front, stream, &mut out_rx, &shutdown).await;
-                front.set_connected(false);
+                front.connected.send_replace(false);
                 if shutdown.is_cancelled() {
                     return;
                 }

@@ -13,6 +13,7 @@ pub struct Proxy {
     cut: broadcast::Sender<()>,
     stall: broadcast::Sender<()>,
     inject: Arc<Mutex<Vec<u8>>>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,9 +24,15 @@ impl Proxy {
         let (cut, _) = broadcast::channel(4);
         let (stall, _) = broadcast::channel(4);
         let inject = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (cut2, stall2, inject2) = (cut.clone(), stall.clone(), inject.clone());
+        let refuse2 = refuse.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refuse2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
@@ -71,6 +78,7 @@ impl Proxy {
             cut,
             stall,
             inject,
+            refuse,
             task,
         }
     }
@@ -84,6 +92,11 @@ impl Proxy {
     /// a NAT or firewall forgets the flow. New connections pass normally.
     pub fn stall(&self) {
         let _ = self.stall.send(());
+    }
+
+    /// While on, new connections are closed at once (the upstream is unreachable).
+    pub fn refuse(&self, on: bool) {
+        self.refuse.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Bytes to write to the client after the next chunk from Asterisk that ends a frame.
