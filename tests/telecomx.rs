@@ -405,6 +405,8 @@ async fn queue_callers_members_and_history_equal_asterisk() {
             })
         };
         let (a, b) = (statuses(&sup), statuses(&sal));
+        // Shown only if the test fails.
+        eprintln!("history: support {a:?}, sales {b:?}");
         (a.contains(&"TIMEOUT".to_owned())
             && a.contains(&"CANCELLED".to_owned())
             && b == ["ANSWERED"])
