@@ -390,7 +390,9 @@ async fn queue_callers_members_and_history_equal_asterisk() {
     driver
         .call_with("support", ("5551003", "Carol"), 60, 2, &[])
         .await;
+    let mut polls = 0;
     let history = until("three calls in the history", async || {
+        polls += 1;
         let (_, sup) = tx
             .get(&format!("/pbx/queue/{SUPPORT}/calls?token={boss}"))
             .await;
@@ -407,6 +409,9 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         let (a, b) = (statuses(&sup), statuses(&sal));
         // Shown only if the test fails.
         eprintln!("history: support {a:?}, sales {b:?}");
+        if polls == 100 {
+            eprintln!("queuebridge's log:\n{}", bridge.log());
+        }
         (a.contains(&"TIMEOUT".to_owned())
             && a.contains(&"CANCELLED".to_owned())
             && b == ["ANSWERED"])
