@@ -10,6 +10,11 @@ fi
 export QUEUEBRIDGE_ASTERISK_ROOT
 QUEUEBRIDGE_ASTERISK_ROOT=$(scripts/asterisk-rootfs)
 echo "== Asterisk: $(chroot "$QUEUEBRIDGE_ASTERISK_ROOT" /usr/sbin/asterisk -V)"
+echo "== Prometheus and promtool for the metrics tests"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
+fi
+systemctl disable --now prometheus >/dev/null 2>&1 || true
 echo "== Prosody and a real XMPP client (slixmpp) for the XMPP tests"
 if ! command -v prosody >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prosody >/dev/null

@@ -60,6 +60,16 @@ pub struct Config {
     /// The pascom XMPP component; off when absent.
     #[serde(default)]
     pub xmpp: Option<XmppConfig>,
+    /// The Prometheus endpoint; off when absent.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (its own listener, beside the API's).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
 }
 
 /// `[xmpp]`: queuebridge as an external component (XEP-0114) of an XMPP server.

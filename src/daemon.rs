@@ -20,6 +20,7 @@ use crate::deadlines::{self, Deadlines};
 use crate::history::{self, History};
 use crate::http::{self, AppState};
 use crate::hub::{self, Hub};
+use crate::metrics;
 use crate::servers::Servers;
 use crate::state::{QueueIds, State};
 
@@ -114,14 +115,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let parts = start(&config, &tasks, &shutdown)?;
-    if let Some(xmpp) = &config.xmpp {
-        crate::xmpp::start(
+    let front = match &config.xmpp {
+        Some(xmpp) => Some(crate::xmpp::start(
             xmpp,
             parts.hub.clone(),
             parts.commands.clone(),
             &tasks,
             &shutdown,
-        )?;
+        )?),
+        None => None,
+    };
+    if let Some(m) = &config.metrics {
+        let listener = TcpListener::bind(m.listen)
+            .await
+            .with_context(|| format!("metrics.listen {}", m.listen))?;
+        info!(addr = %listener.local_addr()?, "metrics listening");
+        let exporter = metrics::install(parts.hub.clone())?.with_xmpp(front);
+        tasks.spawn(metrics::count_changes(parts.hub.clone(), shutdown.clone()));
+        tasks.spawn(metrics::serve(listener, exporter, shutdown.clone()));
     }
     let app = AppState::new(&parts, &config, shutdown.clone());
     info!(addr = %listener.local_addr()?, "http listening");

@@ -20,6 +20,7 @@
 //! * [`queues_conf`] — queue definitions changed through Asterisk (GetConfig, UpdateConfig,
 //!   reload) and queue attributes in AstDB;
 //! * [`persist`] — atomic writes of the small files under `state_dir`;
+//! * [`metrics`] — every exported Prometheus metric, and how each is kept;
 //! * [`xmpp`] — the pascom "mobydick" XMPP component (queue, event and xmppuser modules);
 //! * [`daemon`] — wires it all together for `main`.
 //!
@@ -35,6 +36,7 @@ pub mod deadlines;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod persist;
 pub mod queues_conf;
 pub mod replay;

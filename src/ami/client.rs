@@ -31,6 +31,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use super::demux::{Demux, Reply, Routed};
 use super::event::{is_queue_event, queue_result};
 use super::{AmiCodec, Frame, Message};
+use crate::metrics;
 use crate::state::{Input, LinkChange, QueueStatus, Scope, What};
 
 /// Actions queued for one connection; past this, `send` waits (bounded, never unbounded).
@@ -215,6 +216,7 @@ enum Waiter {
 
 struct Pending {
     waiter: Waiter,
+    sent: Instant,
     deadline: Instant,
 }
 
@@ -286,8 +288,16 @@ impl<'a> Session<'a> {
         if !self.write(action) {
             return Err(waiter);
         }
-        let deadline = Instant::now() + self.cfg.action_timeout;
-        self.pending.insert(id, Pending { waiter, deadline });
+        let sent = Instant::now();
+        let deadline = sent + self.cfg.action_timeout;
+        self.pending.insert(
+            id,
+            Pending {
+                waiter,
+                sent,
+                deadline,
+            },
+        );
         Ok(())
     }
 
@@ -474,6 +484,7 @@ impl<'a> Session<'a> {
                         }
                     }
                     Some(Ok(Frame::Skipped(skip))) => {
+                        metrics::ami_malformed(&self.cfg.id);
                         warn!(reason = skip.reason(), ?skip, "ami message skipped");
                     }
                     Some(Ok(Frame::Banner(b))) => debug!(banner = %b, "unexpected second banner"),
@@ -546,6 +557,7 @@ impl<'a> Session<'a> {
             Routed::Pending => None,
             Routed::Reply { action_id, reply } => {
                 let p = self.pending.remove(&action_id)?;
+                metrics::action_duration(&self.cfg.id, p.sent.elapsed());
                 match p.waiter {
                     Waiter::External(tx) => {
                         let _ = tx.send(Ok(reply));
@@ -562,6 +574,7 @@ impl<'a> Session<'a> {
                         }))
                         .await;
                         if full {
+                            metrics::resync_duration(&self.cfg.id, p.sent.elapsed());
                             self.full_in_flight = false;
                             if !self.synced {
                                 info!("ami synced");
@@ -577,6 +590,7 @@ impl<'a> Session<'a> {
             }
             Routed::Event(m) => {
                 let name = m.event_name().unwrap_or_default();
+                metrics::ami_event(&self.cfg.id, name);
                 match name {
                     "FullyBooted" => {
                         *boot = None;

@@ -124,7 +124,19 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", portsip::router())
         .merge(telecomx::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// Counts every request by route pattern (never the concrete path: bounded labels) and status.
+async fn count_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    crate::metrics::http_request(route, response.status().as_u16());
+    response
 }
 
 /// Compares in time independent of where the strings differ.

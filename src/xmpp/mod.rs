@@ -174,6 +174,16 @@ impl Front {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Link up, client sessions, and their subscriptions, for the metrics.
+    pub fn gauges(&self) -> (bool, usize, usize) {
+        let sessions = self.sessions();
+        (
+            *self.connected.borrow(),
+            sessions.len(),
+            sessions.subscription_count(),
+        )
+    }
+
     /// Subscribes `jid` (user `user`) as `ClientInfo` would; for benches.
     pub fn subscribe(&self, jid: &FullJid, user: &str, subs: Vec<Subscription>) {
         let supervisor = self

@@ -53,6 +53,11 @@ impl Sessions {
         self.by_jid.is_empty()
     }
 
+    /// Subscriptions of all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.by_jid.values().map(|s| s.subscriptions.len()).sum()
+    }
+
     /// The session of `jid` (user `user`), created if new; the user's least recently active
     /// session goes when they have too many.
     pub fn touch(&mut self, jid: &FullJid, user: &str) -> &mut Session {

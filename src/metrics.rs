@@ -1,0 +1,391 @@
+//! Every metric queuebridge exports: names, help texts, labels and how each is kept.
+//!
+//! Names follow Prometheus' conventions: a `queuebridge_` prefix, base units in the name
+//! (`_seconds`), `_total` for counters, `_ratio` for 0–1 values. Labels are bounded: `server`
+//! (configured or added AMI servers), `queue`, `state` (five values), `route` (the HTTP router's
+//! patterns), `status`, `event` (AMI event names queuebridge knows, else `other`) — never a
+//! channel, uniqueid or caller number.
+//!
+//! Two kinds of upkeep:
+//!
+//! * **gauges are read from the state at scrape time** ([`Exporter::render`]): what is exported
+//!   is what the state holds at that moment, exactly, and a queue that is gone is gone from the
+//!   exposition too (gauges not refreshed by a scrape expire);
+//! * **counters and histograms count changes** as they happen ([`count_changes`] reads the hub's
+//!   change stream; the AMI client, the XMPP front end and the HTTP layer count their own).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::hub::Hub;
+use crate::state::{ChangeKind, Member, State};
+
+pub const QUEUE_CALLERS_WAITING: &str = "queuebridge_queue_callers_waiting";
+pub const QUEUE_LONGEST_WAIT: &str = "queuebridge_queue_longest_wait_seconds";
+pub const QUEUE_MEMBERS: &str = "queuebridge_queue_members";
+pub const QUEUE_MEMBERS_LOGGED_IN: &str = "queuebridge_queue_members_logged_in";
+pub const QUEUE_SERVICE_LEVEL: &str = "queuebridge_queue_service_level_ratio";
+pub const QUEUE_CALLERS_JOINED: &str = "queuebridge_queue_callers_joined_total";
+pub const QUEUE_CALLERS_ANSWERED: &str = "queuebridge_queue_callers_answered_total";
+pub const QUEUE_CALLERS_ABANDONED: &str = "queuebridge_queue_callers_abandoned_total";
+pub const QUEUE_WAIT: &str = "queuebridge_queue_wait_seconds";
+pub const QUEUE_TALK: &str = "queuebridge_queue_talk_seconds";
+pub const AMI_LINK_UP: &str = "queuebridge_ami_link_up";
+pub const AMI_RECONNECTS: &str = "queuebridge_ami_reconnects_total";
+pub const AMI_MESSAGES: &str = "queuebridge_ami_messages_total";
+pub const AMI_MALFORMED: &str = "queuebridge_ami_malformed_messages_total";
+pub const AMI_ACTION_DURATION: &str = "queuebridge_ami_action_duration_seconds";
+pub const AMI_RESYNC_DURATION: &str = "queuebridge_ami_last_resync_duration_seconds";
+pub const XMPP_LINK_UP: &str = "queuebridge_xmpp_link_up";
+pub const XMPP_SESSIONS: &str = "queuebridge_xmpp_sessions";
+pub const XMPP_SUBSCRIPTIONS: &str = "queuebridge_xmpp_subscriptions";
+pub const HTTP_REQUESTS: &str = "queuebridge_http_requests_total";
+
+/// The member states of [`QUEUE_MEMBERS`], in exposition order.
+pub const MEMBER_STATES: [&str; 5] = ["available", "in_call", "ringing", "paused", "unavailable"];
+
+/// Wait and talk buckets, seconds: a call centre's service levels sit between 10 s and 2 min.
+const CALL_BUCKETS: [f64; 12] = [
+    5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+];
+/// AMI action buckets, seconds.
+const ACTION_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// The state a member is counted in: paused first, then busy, ringing, unreachable, free.
+pub fn member_state(m: &Member) -> &'static str {
+    match m.status {
+        _ if m.paused => "paused",
+        // Ringing while in use counts as in a call.
+        2 | 3 | 7 | 8 => "in_call",
+        _ if m.in_call => "in_call",
+        6 => "ringing",
+        // Invalid, Unavailable.
+        4 | 5 => "unavailable",
+        _ => "available",
+    }
+}
+
+fn describe() {
+    describe_gauge!(QUEUE_CALLERS_WAITING, "Callers waiting in the queue now.");
+    describe_gauge!(
+        QUEUE_LONGEST_WAIT,
+        Unit::Seconds,
+        "How long the longest waiting caller has waited."
+    );
+    describe_gauge!(
+        QUEUE_MEMBERS,
+        "Queue members by state (available, in_call, ringing, paused, unavailable)."
+    );
+    describe_gauge!(
+        QUEUE_MEMBERS_LOGGED_IN,
+        "Members of the queue (static and logged-in dynamic ones)."
+    );
+    describe_gauge!(QUEUE_SERVICE_LEVEL, "Share of answered calls answered within the queue's service level (Asterisk's ServicelevelPerf / 100).");
+    describe_counter!(QUEUE_CALLERS_JOINED, "Callers who joined the queue.");
+    describe_counter!(QUEUE_CALLERS_ANSWERED, "Callers answered by a member.");
+    describe_counter!(
+        QUEUE_CALLERS_ABANDONED,
+        "Callers who hung up, timed out or were withdrawn while waiting."
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "How long answered callers waited."
+    );
+    describe_histogram!(
+        QUEUE_TALK,
+        Unit::Seconds,
+        "How long answered calls lasted after the answer."
+    );
+    describe_gauge!(
+        AMI_LINK_UP,
+        "1 while the AMI link to the server is logged in."
+    );
+    describe_counter!(AMI_RECONNECTS, "AMI logins after the first.");
+    describe_counter!(AMI_MESSAGES, "AMI events received, by event name.");
+    describe_counter!(
+        AMI_MALFORMED,
+        "AMI messages skipped as malformed or oversized."
+    );
+    describe_histogram!(
+        AMI_ACTION_DURATION,
+        Unit::Seconds,
+        "Time from sending an AMI action to its response."
+    );
+    describe_gauge!(
+        AMI_RESYNC_DURATION,
+        Unit::Seconds,
+        "How long the last full QueueStatus resync took."
+    );
+    describe_gauge!(XMPP_LINK_UP, "1 while the XMPP component is connected.");
+    describe_gauge!(XMPP_SESSIONS, "XMPP client sessions.");
+    describe_gauge!(
+        XMPP_SUBSCRIPTIONS,
+        "Event subscriptions of all XMPP client sessions."
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status code.");
+}
+
+/// The scrape side: the recorder's handle plus what the gauges are read from.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    hub: Arc<Hub>,
+    xmpp: Option<Arc<crate::xmpp::Front>>,
+}
+
+static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the process-wide recorder, once; a second daemon in the same process shares it.
+pub fn install(hub: Arc<Hub>) -> anyhow::Result<Exporter> {
+    let handle = match HANDLE.get() {
+        Some(h) => h.clone(),
+        None => {
+            let h = recorder()?;
+            HANDLE.get_or_init(|| h).clone()
+        }
+    };
+    Ok(Exporter {
+        handle,
+        hub,
+        xmpp: None,
+    })
+}
+
+fn recorder() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), &CALL_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(QUEUE_TALK.into()), &CALL_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(AMI_ACTION_DURATION.into()), &ACTION_BUCKETS)?
+        // Gauges are set at every scrape; one the last scrape did not set (a queue that is
+        // gone) is dropped a second later.
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(Duration::from_secs(1)),
+        )
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+impl Exporter {
+    /// Reads the XMPP gauges from this front end.
+    pub fn with_xmpp(mut self, front: Option<Arc<crate::xmpp::Front>>) -> Self {
+        self.xmpp = front;
+        self
+    }
+
+    /// The exposition, with every gauge read from the state now.
+    pub fn render(&self) -> String {
+        let now = crate::ami::client::now_secs();
+        self.hub.read(|s| set_gauges(s, now));
+        if let Some(front) = &self.xmpp {
+            let (up, sessions, subscriptions) = front.gauges();
+            gauge!(XMPP_LINK_UP).set(f64::from(u8::from(up)));
+            gauge!(XMPP_SESSIONS).set(sessions as f64);
+            gauge!(XMPP_SUBSCRIPTIONS).set(subscriptions as f64);
+        }
+        self.handle.render()
+    }
+}
+
+fn set_gauges(state: &State, now: i64) {
+    let resync = RESYNC.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for server in state.servers.values() {
+        gauge!(AMI_LINK_UP, "server" => server.id.to_string())
+            .set(f64::from(u8::from(server.link.connected)));
+        if let Some(took) = resync.get(&*server.id) {
+            gauge!(AMI_RESYNC_DURATION, "server" => server.id.to_string()).set(*took);
+        }
+    }
+    for q in state.queues() {
+        let labels = [
+            ("server", q.server.to_string()),
+            ("queue", q.name.to_string()),
+        ];
+        gauge!(QUEUE_CALLERS_WAITING, &labels).set(q.callers.len() as f64);
+        let longest = q
+            .callers
+            .iter()
+            .map(|c| now.saturating_sub(c.entered).max(0))
+            .max()
+            .unwrap_or(0);
+        gauge!(QUEUE_LONGEST_WAIT, &labels).set(longest as f64);
+        gauge!(QUEUE_MEMBERS_LOGGED_IN, &labels).set(q.members.len() as f64);
+        for state in MEMBER_STATES {
+            let n = q
+                .members
+                .values()
+                .filter(|m| member_state(m) == state)
+                .count();
+            let labels = [
+                ("server", q.server.to_string()),
+                ("queue", q.name.to_string()),
+                ("state", state.to_owned()),
+            ];
+            gauge!(QUEUE_MEMBERS, &labels).set(n as f64);
+        }
+        gauge!(QUEUE_SERVICE_LEVEL, &labels).set(q.stats.service_level_perf / 100.0);
+    }
+}
+
+/// Counts callers joined, answered and abandoned, wait and talk times, and AMI reconnects,
+/// from the hub's change stream. A lag (more than the broadcast's capacity behind) loses
+/// counts and is logged; it never slows the state.
+pub async fn count_changes(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut changes = hub.subscribe();
+    let mut logged_in: std::collections::BTreeSet<Arc<str>> = Default::default();
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = changes.recv() => match c {
+                Ok(c) => c,
+                Err(RecvError::Lagged(n)) => {
+                    warn!(missed = n, "metrics fell behind the change stream; counts are low");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let server = change.server.to_string();
+        match &change.kind {
+            ChangeKind::Link(link) if link.connected && !link.synced => {
+                // A login after the first is a reconnect.
+                let again = !logged_in.insert(change.server.clone());
+                counter!(AMI_RECONNECTS, "server" => server).increment(u64::from(again));
+            }
+            ChangeKind::CallerJoined { queue, .. } => {
+                counter!(QUEUE_CALLERS_JOINED, "server" => server, "queue" => queue.to_string())
+                    .increment(1);
+            }
+            ChangeKind::CallConnected { queue, call } => {
+                let labels = [("server", server), ("queue", queue.to_string())];
+                counter!(QUEUE_CALLERS_ANSWERED, &labels).increment(1);
+                histogram!(QUEUE_WAIT, &labels).record(call.hold_time as f64);
+            }
+            ChangeKind::CallCompleted {
+                queue,
+                talk_time,
+                reason,
+                ..
+            } if reason != "dump" => {
+                histogram!(QUEUE_TALK, "server" => server, "queue" => queue.to_string())
+                    .record(*talk_time as f64);
+            }
+            ChangeKind::CallerLeft {
+                queue,
+                abandoned: true,
+                ..
+            } => {
+                counter!(QUEUE_CALLERS_ABANDONED, "server" => server, "queue" => queue.to_string())
+                    .increment(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Records one AMI action's round trip.
+pub fn action_duration(server: &str, took: Duration) {
+    histogram!(AMI_ACTION_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
+}
+
+/// Counts one AMI event; names outside the known set are counted as `other`, so a server
+/// cannot grow the label set.
+pub fn ami_event(server: &str, name: &str) {
+    let known = crate::ami::event::is_queue_event(name)
+        || matches!(
+            name,
+            "FullyBooted" | "Shutdown" | "Hangup" | "Reload" | "Load" | "Unload"
+        );
+    let event = if known {
+        name.to_owned()
+    } else {
+        "other".to_owned()
+    };
+    counter!(AMI_MESSAGES, "server" => server.to_owned(), "event" => event).increment(1);
+}
+
+/// Counts one skipped AMI message.
+pub fn ami_malformed(server: &str) {
+    counter!(AMI_MALFORMED, "server" => server.to_owned()).increment(1);
+}
+
+/// The last full resync's duration per server, seconds: exported at every scrape like the
+/// other gauges.
+static RESYNC: std::sync::Mutex<BTreeMap<String, f64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Records how long a full resync took.
+pub fn resync_duration(server: &str, took: Duration) {
+    RESYNC
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(server.to_owned(), took.as_secs_f64());
+}
+
+/// Counts one HTTP request.
+pub fn http_request(route: String, status: u16) {
+    counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    exporter: Exporter,
+    shutdown: CancellationToken,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let exporter = exporter.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    exporter.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        warn!(%e, "metrics listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_states_are_one_of_five() {
+        let m = |status, paused, in_call| Member {
+            status,
+            paused,
+            in_call,
+            ..Member::default()
+        };
+        assert_eq!(member_state(&m(1, true, false)), "paused");
+        assert_eq!(member_state(&m(2, false, false)), "in_call");
+        assert_eq!(member_state(&m(1, false, true)), "in_call");
+        assert_eq!(member_state(&m(6, false, false)), "ringing");
+        assert_eq!(member_state(&m(7, false, false)), "in_call");
+        assert_eq!(member_state(&m(5, false, false)), "unavailable");
+        assert_eq!(member_state(&m(4, false, false)), "unavailable");
+        assert_eq!(member_state(&m(1, false, false)), "available");
+        assert_eq!(member_state(&m(0, false, false)), "available");
+    }
+}
