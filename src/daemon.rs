@@ -3,7 +3,8 @@
 //! [`run`] takes its listener and its stop signal as arguments, so tests bind port 0 and run
 //! several daemons side by side.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -11,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::access::Access;
 use crate::command::Commands;
@@ -107,9 +108,11 @@ pub fn start(
     })
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
+/// Runs the daemon until `shutdown` is cancelled. With `config_path`, SIGHUP reloads users,
+/// pause reasons and the API token from that file ([`reload`]).
 pub async fn run(
     config: Config,
+    config_path: Option<PathBuf>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -135,6 +138,15 @@ pub async fn run(
         tasks.spawn(metrics::serve(listener, exporter, shutdown.clone()));
     }
     let app = AppState::new(&parts, &config, shutdown.clone());
+    if let Some(path) = config_path {
+        tasks.spawn(reload_on_hangup(
+            path,
+            config.clone(),
+            parts.access.clone(),
+            app.token.clone(),
+            shutdown.clone(),
+        ));
+    }
     info!(addr = %listener.local_addr()?, "http listening");
     let stop = shutdown.clone();
     axum::serve(listener, http::router(app))
@@ -146,4 +158,93 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// On every SIGHUP, [`reload`]s the file; stops with `shutdown`.
+async fn reload_on_hangup(
+    path: PathBuf,
+    mut running: Config,
+    access: Arc<Access>,
+    token: Arc<RwLock<Arc<str>>>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%e, "no SIGHUP handler: reload needs a restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match reload(&path, &running, &access, &token) {
+            Ok(config) => running = config,
+            Err(e) => error!(
+                "reload of {} refused, the running configuration stays: {e:#}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Reloads what can change without dropping a connection: users, roles, pause reasons and the
+/// native API's token. The rest (servers, listeners, XMPP, history) is logged as needing a
+/// restart. An invalid file changes nothing.
+pub fn reload(
+    path: &std::path::Path,
+    running: &Config,
+    access: &Access,
+    token: &RwLock<Arc<str>>,
+) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    let directory = config
+        .directory()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    let users = directory.users().count();
+    let reasons = directory.pause_reasons().len();
+    access.replace(directory);
+    *token.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(config.http.token.as_str());
+    let fixed = [
+        ("state_dir", config.state_dir != running.state_dir),
+        (
+            "ami",
+            format!("{:?}", config.ami) != format!("{:?}", running.ami),
+        ),
+        ("http.listen", config.http.listen != running.http.listen),
+        (
+            "http.max_event_streams",
+            config.http.max_event_streams != running.http.max_event_streams,
+        ),
+        (
+            "xmpp",
+            format!("{:?}", config.xmpp) != format!("{:?}", running.xmpp),
+        ),
+        (
+            "metrics",
+            format!("{:?}", config.metrics) != format!("{:?}", running.metrics),
+        ),
+        (
+            "history",
+            format!("{:?}", config.history) != format!("{:?}", running.history),
+        ),
+        (
+            "queues",
+            format!("{:?}", config.queues) != format!("{:?}", running.queues),
+        ),
+        (
+            "portsip",
+            format!("{:?}", config.portsip) != format!("{:?}", running.portsip),
+        ),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            warn!(key, "changed in the file; takes effect at the next restart");
+        }
+    }
+    info!(users, pause_reasons = reasons, "configuration reloaded");
+    Ok(config)
 }

@@ -1,6 +1,6 @@
 //! The `queuebridge` binary: parse the command line, set up logging, run.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -54,12 +54,20 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // Under systemd, stderr goes to the journal, which stamps every line itself: no time and
+    // no colours there; colours only on a terminal.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(!journal && std::io::stderr().is_terminal());
+    if journal {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config),
         Command::Replay {
@@ -109,6 +117,7 @@ fn replay(file: &PathBuf, server: &str, max: usize) -> anyhow::Result<()> {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    let config_path = path.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.http.listen)
@@ -121,7 +130,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             info!("shutting down");
             stop.cancel();
         });
-        queuebridge::daemon::run(config, listener, shutdown).await
+        queuebridge::daemon::run(config, Some(config_path), listener, shutdown).await
     })
 }
 

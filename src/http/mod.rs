@@ -20,7 +20,7 @@ pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -64,7 +64,8 @@ pub struct AppState {
     pub portsip: Arc<PortsipConfig>,
     /// Queue definitions through Asterisk (the PortSIP dialect's queue management).
     pub queues_conf: QueuesConf,
-    pub token: Arc<str>,
+    /// The native API's bearer token; replaced on reload.
+    pub token: Arc<RwLock<Arc<str>>>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
     /// Cancelled at shutdown: SSE streams end cleanly.
@@ -72,6 +73,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The native API's bearer token now.
+    pub fn api_token(&self) -> Arc<str> {
+        self.token.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Handler state over the daemon's running parts.
     pub fn new(parts: &Parts, config: &Config, shutdown: CancellationToken) -> Self {
         Self {
@@ -84,7 +90,7 @@ impl AppState {
             portsip_tokens: Arc::new(Tokens::new(portsip::TOKENS_PER_USER)),
             portsip: Arc::new(config.portsip.clone()),
             queues_conf: QueuesConf::new(parts.servers.clone(), parts.hub.clone()),
-            token: Arc::from(config.http.token.as_str()),
+            token: Arc::new(RwLock::new(Arc::from(config.http.token.as_str()))),
             streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
             shutdown,
         }
@@ -152,7 +158,7 @@ async fn require_token(State(app): State<AppState>, req: Request, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(t) if same_secret(t.as_bytes(), app.token.as_bytes()) => next.run(req).await,
+        Some(t) if same_secret(t.as_bytes(), app.api_token().as_bytes()) => next.run(req).await,
         Some(_) => ApiError::Unauthorized("invalid bearer token").into_response(),
         None => ApiError::Unauthorized("missing bearer token").into_response(),
     }

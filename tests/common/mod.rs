@@ -145,6 +145,21 @@ impl Bridge {
         s
     }
 
+    /// The configuration file the daemon runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.state_dir.path().join("queuebridge.toml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM` …) to the daemon.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
