@@ -7,24 +7,34 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is missing: install a Rust toolchain (1.85 or newer) first" >&2
   exit 1
 fi
+# Installs Debian packages, refreshing the package lists once first (a fresh machine has none).
+updated=
+install() {
+  if [ -z "$updated" ]; then apt-get update -qq; updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 export QUEUEBRIDGE_ASTERISK_ROOT
 QUEUEBRIDGE_ASTERISK_ROOT=$(scripts/asterisk-rootfs)
 echo "== Asterisk: $(chroot "$QUEUEBRIDGE_ASTERISK_ROOT" /usr/sbin/asterisk -V)"
 echo "== Prometheus and promtool for the metrics tests"
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
+  install prometheus
 fi
 systemctl disable --now prometheus >/dev/null 2>&1 || true
 echo "== Prosody and a real XMPP client (slixmpp) for the XMPP tests"
 if ! command -v prosody >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prosody >/dev/null
+  install prosody
 fi
 # The package's own service is not needed: each test runs its own Prosody on free ports.
 systemctl disable --now prosody >/dev/null 2>&1 || true
+if ! command -v python3 >/dev/null; then
+  install python3 python3-venv
+fi
 export QUEUEBRIDGE_PYTHON=/var/cache/queuebridge/python/bin/python
 if ! "$QUEUEBRIDGE_PYTHON" -c 'import slixmpp' 2>/dev/null; then
   python3 -m venv /var/cache/queuebridge/python 2>/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv >/dev/null
+    install python3-venv
+    rm -rf /var/cache/queuebridge/python
     python3 -m venv /var/cache/queuebridge/python
   }
   "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'slixmpp==1.17.0'

@@ -257,12 +257,7 @@ impl QueuesConf {
         {
             return Err(ConfError::Exists(name.to_owned()));
         }
-        self.set_attributes(server, name, attributes).await?;
-        self.write(server, name, conf, false).await?;
-        self.settle(server, &format!("queue {name} to appear"), |s| {
-            s.queue(server, name).is_some_and(|q| shows(q, conf))
-        })
-        .await
+        self.store(server, name, conf, attributes, false).await
     }
 
     /// Replaces the definition (options and static members) of a managed queue, as read with
@@ -277,9 +272,23 @@ impl QueuesConf {
         if !conf.managed {
             return Err(ConfError::NotManaged(name.to_owned()));
         }
+        self.store(server, name, conf, attributes, true).await
+    }
+
+    /// Sets the AstDB attributes, writes the definition (`existing`: in place of the old one)
+    /// and waits until Asterisk shows the queue as defined.
+    async fn store(
+        &self,
+        server: &str,
+        name: &str,
+        conf: &QueueConf,
+        attributes: &[(Attribute, Option<String>)],
+        existing: bool,
+    ) -> Result<(), ConfError> {
         self.set_attributes(server, name, attributes).await?;
-        self.write(server, name, conf, true).await?;
-        self.settle(server, &format!("queue {name} to change"), |s| {
+        self.write(server, name, conf, existing).await?;
+        let what = if existing { "change" } else { "appear" };
+        self.settle(server, &format!("queue {name} to {what}"), |s| {
             s.queue(server, name).is_some_and(|q| shows(q, conf))
         })
         .await

@@ -8,7 +8,7 @@ mod common;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{dialect_users, until, Asterisk, Bridge, Driver};
+use common::{dialect_users, started, until, Asterisk, Bridge, Driver};
 use queuebridge::ami::Message;
 
 const AGENT3: &str = "Local/agent3@agents/n";
@@ -105,11 +105,7 @@ fn code(v: &Value) -> &str {
 }
 
 async fn start() -> (Asterisk, Driver, Bridge) {
-    let ast = Asterisk::start();
-    let driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &users());
-    bridge.wait_health(200).await;
-    (ast, driver, bridge)
+    started(&users()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

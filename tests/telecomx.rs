@@ -7,7 +7,7 @@ mod common;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{dialect_users, until, Asterisk, Bridge, Driver};
+use common::{dialect_users, started, until, Asterisk, Bridge};
 
 const SALES: &str = "000000000000000000000001";
 const SUPPORT: &str = "000000000000000000000002";
@@ -158,10 +158,7 @@ async fn tokens_by_query_and_cookie_expire_on_logout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_callers_members_and_history_equal_asterisk() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &dialect_users());
-    bridge.wait_health(200).await;
+    let (ast, mut driver, bridge) = started(&dialect_users()).await;
     let tx = Tx { bridge: &bridge };
     let agent = tx.login("tweber", "agent-pw").await;
     let colleague = tx.login("mmeyer", "agent-pw").await;

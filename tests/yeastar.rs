@@ -5,7 +5,7 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::{dialect_users, until, Asterisk, Bridge, Driver};
+use common::{dialect_users, started, until, Asterisk, Bridge, Driver};
 
 struct Yeastar<'a> {
     bridge: &'a Bridge,
@@ -168,10 +168,7 @@ async fn tokens_as_yeastar_issues_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_pause_themselves_not_colleagues_and_supervisors_pause_anyone() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &dialect_users());
-    bridge.wait_health(200).await;
+    let (_ast, mut driver, bridge) = started(&dialect_users()).await;
     let y = Yeastar { bridge: &bridge };
     let agent = y.token("tweber", "agent-pw").await;
     let boss = y.token("boss", "boss-pw").await;
@@ -294,10 +291,7 @@ fn yeastar_call_status(status: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_queries_equal_asterisk() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &dialect_users());
-    bridge.wait_health(200).await;
+    let (_ast, mut driver, bridge) = started(&dialect_users()).await;
     let y = Yeastar { bridge: &bridge };
     let boss = y.token("boss", "boss-pw").await;
     let agent = y.token("tweber", "agent-pw").await;
@@ -509,10 +503,7 @@ fn extension(location: &str) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn thresholds_unpause_and_log_back_in_also_across_a_restart() {
-    let ast = Asterisk::start();
-    let mut driver = Driver::connect(ast.port).await;
-    let bridge = Bridge::start_extra(ast.port, &dialect_users());
-    bridge.wait_health(200).await;
+    let (ast, mut driver, bridge) = started(&dialect_users()).await;
     let y = Yeastar { bridge: &bridge };
     let agent = y.token("tweber", "agent-pw").await;
     let boss = y.token("boss", "boss-pw").await;

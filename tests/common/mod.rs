@@ -500,6 +500,16 @@ roles = ["supervisor"]
     )
 }
 
+/// A fresh Asterisk, a driver on its AMI, and queuebridge on it with `extra` configuration
+/// (users, pause reasons …), healthy.
+pub async fn started(extra: &str) -> (Asterisk, Driver, Bridge) {
+    let ast = Asterisk::start();
+    let driver = Driver::connect(ast.port).await;
+    let bridge = Bridge::start_extra(ast.port, extra);
+    bridge.wait_health(200).await;
+    (ast, driver, bridge)
+}
+
 /// Polls `check` until it gives a value, for at most 30 s.
 pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
