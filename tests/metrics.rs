@@ -158,6 +158,11 @@ async fn exposition_passes_promtool_and_prometheus_sees_asterisk() {
 
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
+    // Originate is asynchronous: wait until Asterisk itself has both callers in the queue.
+    until("Asterisk to queue both callers", async || {
+        (truth(&mut driver, "support").await.0 == 2.0).then_some(())
+    })
+    .await;
     let (support, sales) = (
         truth(&mut driver, "support").await,
         truth(&mut driver, "sales").await,

@@ -464,6 +464,26 @@ async fn seed_commands_and_events_equal_asterisk() {
         failure_text(&again).contains("already logged in"),
         "{again}"
     );
+    // Bad arguments are refused by name.
+    for (body, why) in [
+        (
+            r#"<AgentLogin queue="sales" penalty="abc"/>"#,
+            "invalid penalty",
+        ),
+        (r#"<AgentLogin queue=""/>"#, "no queue given"),
+        (
+            r#"<AgentPause queue="nosuch" reason=""/>"#,
+            "no queue nosuch",
+        ),
+    ] {
+        let answer = tweber.request("bad-arg", &command("bad-arg", "queue", body));
+        assert!(failure_text(&answer).contains(why), "{body}: {answer}");
+    }
+    let answer = boss.request(
+        "bad-jid",
+        &command("bad-jid", "xmppuser", r#"<FindUserInfo jid="a@b@c"/>"#),
+    );
+    assert!(failure_text(&answer).contains("invalid jid"), "{answer}");
 
     // AgentPause, verbatim.
     assert_success(&tweber.request("bWHfh-39", AGENT_PAUSE));
