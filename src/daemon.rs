@@ -117,6 +117,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
+    let metrics = match &config.metrics {
+        Some(m) => {
+            let listener = TcpListener::bind(m.listen)
+                .await
+                .with_context(|| format!("metrics.listen {}", m.listen))?;
+            Some((listener, metrics::install()?))
+        }
+        None => None,
+    };
     let parts = start(&config, &tasks, &shutdown)?;
     let front = match &config.xmpp {
         Some(xmpp) => Some(crate::xmpp::start(
@@ -128,12 +137,9 @@ pub async fn run(
         )?),
         None => None,
     };
-    if let Some(m) = &config.metrics {
-        let listener = TcpListener::bind(m.listen)
-            .await
-            .with_context(|| format!("metrics.listen {}", m.listen))?;
+    if let Some((listener, handle)) = metrics {
         info!(addr = %listener.local_addr()?, "metrics listening");
-        let exporter = metrics::install(parts.hub.clone())?.with_xmpp(front);
+        let exporter = metrics::Exporter::new(handle, parts.hub.clone()).with_xmpp(front);
         tasks.spawn(metrics::count_changes(parts.hub.clone(), shutdown.clone()));
         tasks.spawn(metrics::serve(listener, exporter, shutdown.clone()));
     }

@@ -146,19 +146,15 @@ pub struct Exporter {
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
 
 /// Installs the process-wide recorder, once; a second daemon in the same process shares it.
-pub fn install(hub: Arc<Hub>) -> anyhow::Result<Exporter> {
-    let handle = match HANDLE.get() {
-        Some(h) => h.clone(),
+/// Call it before the AMI links start, so that their first actions are recorded too.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    match HANDLE.get() {
+        Some(h) => Ok(h.clone()),
         None => {
             let h = recorder()?;
-            HANDLE.get_or_init(|| h).clone()
+            Ok(HANDLE.get_or_init(|| h).clone())
         }
-    };
-    Ok(Exporter {
-        handle,
-        hub,
-        xmpp: None,
-    })
+    }
 }
 
 fn recorder() -> anyhow::Result<PrometheusHandle> {
@@ -178,6 +174,15 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
 }
 
 impl Exporter {
+    /// Renders `handle`'s metrics with the gauges read from `hub`.
+    pub fn new(handle: PrometheusHandle, hub: Arc<Hub>) -> Self {
+        Exporter {
+            handle,
+            hub,
+            xmpp: None,
+        }
+    }
+
     /// Reads the XMPP gauges from this front end.
     pub fn with_xmpp(mut self, front: Option<Arc<crate::xmpp::Front>>) -> Self {
         self.xmpp = front;
