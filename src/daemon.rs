@@ -3,9 +3,10 @@
 //! [`run`] takes its listener and its stop signal as arguments, so tests bind port 0 and run
 //! several daemons side by side.
 
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -24,6 +25,7 @@ use crate::hub::{self, Hub};
 use crate::metrics;
 use crate::servers::Servers;
 use crate::state::{QueueIds, State};
+use crate::systemd::Notifier;
 
 /// The first sequence number of this process: microseconds since the epoch, so numbers keep
 /// growing across restarts and a `Last-Event-ID` from an earlier process is never mistaken
@@ -50,9 +52,11 @@ pub struct Parts {
     pub history: History,
 }
 
-/// Starts the AMI clients and the state task; they stop when `shutdown` is cancelled.
+/// Starts the AMI clients and the state task, which tells systemd through `notifier`; they stop
+/// when `shutdown` is cancelled.
 pub fn start(
     config: &Config,
+    notifier: Notifier,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Parts> {
@@ -82,6 +86,7 @@ pub fn start(
         hub.clone(),
         inputs_rx,
         Some(config.state_dir.clone()),
+        notifier,
     ));
     let access = Access::new(
         config
@@ -108,15 +113,27 @@ pub fn start(
     })
 }
 
+/// How long a shutdown waits for commands in flight before it closes the AMI links anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the daemon until `shutdown` is cancelled. With `config_path`, SIGHUP reloads users,
 /// pause reasons and the API token from that file ([`reload`]).
+///
+/// A shutdown has two steps. First the front ends stop taking work: the HTTP listener closes,
+/// event streams end, new XMPP commands are refused, and the commands already in flight are
+/// answered, with Asterisk's reply, because the AMI links are still up (for at most
+/// [`SHUTDOWN_GRACE`]). Then the AMI links log off and the XMPP stream is closed.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
+    notifier: Notifier,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
+    // The AMI links, the XMPP stream and the state outlive `shutdown` until the front ends
+    // have answered what they took.
+    let links = CancellationToken::new();
     let metrics = match &config.metrics {
         Some(m) => {
             let listener = TcpListener::bind(m.listen)
@@ -126,20 +143,20 @@ pub async fn run(
         }
         None => None,
     };
-    let parts = start(&config, &tasks, &shutdown)?;
+    let parts = start(&config, notifier, &tasks, &links)?;
     let front = match &config.xmpp {
         Some(xmpp) => Some(crate::xmpp::start(
             xmpp,
             parts.hub.clone(),
             parts.commands.clone(),
             &tasks,
-            &shutdown,
+            &links,
         )?),
         None => None,
     };
     if let Some((listener, handle)) = metrics {
         info!(addr = %listener.local_addr()?, "metrics listening");
-        let exporter = metrics::Exporter::new(handle, parts.hub.clone()).with_xmpp(front);
+        let exporter = metrics::Exporter::new(handle, parts.hub.clone()).with_xmpp(front.clone());
         tasks.spawn(metrics::count_changes(parts.hub.clone(), shutdown.clone()));
         tasks.spawn(metrics::serve(listener, exporter, shutdown.clone()));
     }
@@ -154,16 +171,42 @@ pub async fn run(
         ));
     }
     info!(addr = %listener.local_addr()?, "http listening");
-    let stop = shutdown.clone();
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("http server")?;
+    let http = axum::serve(listener, http::router(app))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let xmpp = async {
+        shutdown.cancelled().await;
+        if let Some(front) = &front {
+            front.drain().await;
+        }
+    };
+    let (served, drained) =
+        tokio::join!(within_grace(http, &shutdown), within_grace(xmpp, &shutdown));
+    if served.is_none() || drained.is_none() {
+        warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "commands still in flight at the end of the shutdown grace period"
+        );
+    }
+    links.cancel();
+    let served = served.transpose().context("http server");
     parts.servers.wait().await;
     drop(parts);
     tasks.close();
     tasks.wait().await;
-    Ok(())
+    served.map(drop)
+}
+
+/// Runs `work` to its end, or until [`SHUTDOWN_GRACE`] after `shutdown` was cancelled.
+async fn within_grace<T>(work: impl Future<Output = T>, shutdown: &CancellationToken) -> Option<T> {
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        out = work => Some(out),
+        () = grace => None,
+    }
 }
 
 /// On every SIGHUP, [`reload`]s the file; stops with `shutdown`.

@@ -1,13 +1,13 @@
 //! Running as a service: SIGHUP reloads users, pause reasons and the API token without dropping
 //! a connection, an invalid file is refused and the running configuration stays, SIGTERM ends
-//! the daemon cleanly with exit status 0, and the command line answers `--version` and
-//! `check-config`.
+//! the daemon cleanly with exit status 0 after answering the commands in flight, and the
+//! command line answers `--version` and `check-config`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dialect_users, until, Asterisk, Bridge, TOKEN};
+use common::{behind_proxy, dialect_users, until, Asterisk, Bridge, TOKEN};
 use serde_json::json;
 
 async fn sign_in(bridge: &Bridge, user: &str, password: &str) -> u16 {
@@ -110,6 +110,54 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
     })
     .await;
     assert_eq!(end, Ok(true), "the event stream did not end cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_the_commands_in_flight_with_asterisks_reply() {
+    let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
+    let member = "Local/agent3@agents/n";
+    let pause = "/api/v1/queues/pbx1/support/members/Local%2Fagent3%40agents%2Fn/pause";
+    // Asterisk's answers take a second to reach queuebridge (its keepalive still fits).
+    proxy.latency(Duration::from_secs(1));
+    let command = tokio::spawn({
+        let http = bridge.http.clone();
+        let url = format!("{}{pause}", bridge.base);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&json!({"paused": true}))
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    });
+    // Asterisk has paused the member; its reply is on the way when SIGTERM arrives.
+    until("Asterisk paused the member", async || {
+        let m = driver.member("support", member).await?;
+        (m.get("Paused") == Some("1")).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    bridge.signal("TERM");
+    let (status, body) = command.await.expect("command task");
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let (exit, _dir) = bridge.terminate();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -860,3 +860,47 @@ async fn sessions_outlive_a_cut_or_dead_component_link() {
     let e = member_states(&event(&mut tweber, "QueueMemberState"));
     assert_eq!(state_of(&e, "support", "tweber")["loggedin"], "false");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_commands_in_flight_then_closes_the_stream() {
+    let ast = Asterisk::start();
+    let mut driver = Driver::connect(ast.port).await;
+    driver.devstate("agent4", "NOT_INUSE").await;
+    let prosody = Prosody::start(&[("tweber", "pw")]);
+    // Between queuebridge and Asterisk: slows Asterisk's replies down on demand.
+    let ami = Proxy::start(ast.port).await;
+    let bridge = Bridge::start_extra(ami.port, &format!("{}{}", users(), prosody.xmpp_config()));
+    bridge.wait_health(200).await;
+    let mut tweber = prosody.client("tweber", "pw", "laptop");
+    answered(&mut tweber).await;
+    assert_success(&tweber.request("bWHfh-37", AGENT_LOGIN));
+
+    // Asterisk has paused tweber and its reply is on the way when SIGTERM arrives.
+    ami.latency(Duration::from_secs(1));
+    tweber.send(AGENT_PAUSE);
+    until("Asterisk paused tweber", async || {
+        let m = driver.member("support", TWEBER).await?;
+        (m.get("Paused") == Some("1")).then_some(())
+    })
+    .await;
+    bridge.signal("TERM");
+    let answer = tweber
+        .wait_for(Duration::from_secs(10), |s| s.contains(r#"id="bWHfh-39""#))
+        .expect("the pause answered");
+    assert_success(&answer);
+    let (exit, _dir) = bridge.terminate();
+    assert!(exit.success(), "{exit:?}");
+    // Prosody got the component's end of stream: a clean close, not a broken connection.
+    let log = prosody.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let answered_at = lines.iter().position(|l| {
+        l.contains("Received[component]") && l.contains("'bWHfh-39'") && l.contains("'result'")
+    });
+    let closed_at = lines
+        .iter()
+        .rposition(|l| l.contains("Received </stream:stream>"));
+    assert!(
+        matches!((answered_at, closed_at), (Some(a), Some(c)) if a < c),
+        "{log}"
+    );
+}

@@ -21,6 +21,7 @@ pub mod pascom;
 pub mod sessions;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub struct Front {
     /// Whether the component link is up.
     connected: watch::Sender<bool>,
     commands_in_flight: Arc<Semaphore>,
+    /// Set when a shutdown begins: new commands are refused.
+    draining: AtomicBool,
     /// Commands running per client session.
     session_commands: Mutex<HashMap<FullJid, usize>>,
 }
@@ -159,6 +162,7 @@ impl Front {
             out,
             connected: watch::Sender::new(false),
             commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS)),
+            draining: AtomicBool::new(false),
             session_commands: Mutex::new(HashMap::new()),
         });
         Ok((front, out_rx))
@@ -255,7 +259,19 @@ impl Front {
         warn!(%error, "malformed stanza skipped");
     }
 
+    /// At shutdown: refuses new commands from now on and waits until the running ones have
+    /// queued their answers (the link writes them before it closes).
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let all = u32::try_from(MAX_COMMANDS).unwrap_or(u32::MAX);
+        let _idle = self.commands_in_flight.acquire_many(all).await;
+    }
+
     fn command(self: &Arc<Self>, from: FullJid, id: String, payload: Element) {
+        if self.draining.load(Ordering::SeqCst) {
+            self.reply(&from, &id, Some(failure("queuebridge is shutting down")));
+            return;
+        }
         let Some(slot) = Slot::take(self, &from) else {
             self.reply(
                 &from,
@@ -757,10 +773,14 @@ async fn serve(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    SinkExt::<&XmppStreamElement>::close(&mut stream),
-                ).await;
+                // The answers of the last commands are queued: write them, then close.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Ok(stanza) = out_rx.try_recv() {
+                        write_batch(&mut stream, stanza, out_rx).await?;
+                    }
+                    SinkExt::<&XmppStreamElement>::close(&mut stream).await
+                })
+                .await;
                 return "shutting down".into();
             }
             stanza = out_rx.recv() => {

@@ -1,8 +1,10 @@
 //! A loopback TCP proxy between queuebridge and Asterisk that a test can cut, stall (a half-open
-//! link: nothing flows, nothing closes), or use to inject bytes into the server-to-client
-//! direction (malformed and oversized AMI frames).
+//! link: nothing flows, nothing closes), slow down (latency from Asterisk to queuebridge), or
+//! use to inject bytes into the server-to-client direction (malformed and oversized AMI frames).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,7 +15,8 @@ pub struct Proxy {
     cut: broadcast::Sender<()>,
     stall: broadcast::Sender<()>,
     inject: Arc<Mutex<Vec<u8>>>,
-    refuse: Arc<std::sync::atomic::AtomicBool>,
+    refuse: Arc<AtomicBool>,
+    latency_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,12 +27,13 @@ impl Proxy {
         let (cut, _) = broadcast::channel(4);
         let (stall, _) = broadcast::channel(4);
         let inject = Arc::new(Mutex::new(Vec::new()));
-        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let latency_ms = Arc::new(AtomicU64::new(0));
         let (cut2, stall2, inject2) = (cut.clone(), stall.clone(), inject.clone());
-        let refuse2 = refuse.clone();
+        let (refuse2, latency2) = (refuse.clone(), latency_ms.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if refuse2.load(std::sync::atomic::Ordering::SeqCst) {
+                if refuse2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
@@ -39,19 +43,34 @@ impl Proxy {
                 let mut stop = cut2.subscribe();
                 let mut stalled = stall2.subscribe();
                 let inject = inject2.clone();
+                let latency = latency2.clone();
                 tokio::spawn(async move {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
                     let up = async { tokio::io::copy(&mut cr, &mut sw).await };
-                    let down = async {
+                    // Asterisk's bytes, stamped with when they are due at the client.
+                    let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel();
+                    let (sr_ref, latency) = (&mut sr, &latency);
+                    // Owns `chunks`: when Asterisk closes, the writer drains and ends too.
+                    let read = async move {
                         let mut buf = vec![0u8; 16384];
                         loop {
-                            let n = sr.read(&mut buf).await?;
+                            let n = sr_ref.read(&mut buf).await?;
                             if n == 0 {
                                 return Ok::<_, std::io::Error>(());
                             }
-                            cw.write_all(&buf[..n]).await?;
-                            if !buf[..n].ends_with(b"\r\n\r\n") {
+                            let at = Instant::now()
+                                + Duration::from_millis(latency.load(Ordering::SeqCst));
+                            if chunks.send((at, buf[..n].to_vec())).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    };
+                    let write = async {
+                        while let Some((at, chunk)) = due.recv().await {
+                            tokio::time::sleep_until(at.into()).await;
+                            cw.write_all(&chunk).await?;
+                            if !chunk.ends_with(b"\r\n\r\n") {
                                 continue; // inject only at a frame boundary
                             }
                             let extra = std::mem::take(&mut *inject.lock().await);
@@ -59,7 +78,9 @@ impl Proxy {
                                 cw.write_all(&extra).await?;
                             }
                         }
+                        Ok::<_, std::io::Error>(())
                     };
+                    let down = async { tokio::join!(read, write) };
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
@@ -79,6 +100,7 @@ impl Proxy {
             stall,
             inject,
             refuse,
+            latency_ms,
             task,
         }
     }
@@ -96,7 +118,13 @@ impl Proxy {
 
     /// While on, new connections are closed at once (the upstream is unreachable).
     pub fn refuse(&self, on: bool) {
-        self.refuse.store(on, std::sync::atomic::Ordering::SeqCst);
+        self.refuse.store(on, Ordering::SeqCst);
+    }
+
+    /// Delays everything Asterisk sends by this much from now on (the order is kept).
+    pub fn latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.latency_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Bytes to write to the client after the next chunk from Asterisk that ends a frame.
