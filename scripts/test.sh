@@ -40,9 +40,21 @@ if ! "$QUEUEBRIDGE_PYTHON" -c 'import slixmpp' 2>/dev/null; then
   "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'slixmpp==1.17.0'
 fi
 echo "== Prosody $(dpkg-query -W -f='${Version}' prosody), slixmpp $("$QUEUEBRIDGE_PYTHON" -c 'import slixmpp; print(slixmpp.__version__)')"
+echo "== systemd-nspawn, cargo-deb and a Debian 12 root for the package test"
+if ! command -v systemd-nspawn >/dev/null; then
+  install systemd-container
+fi
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.'; then
+  cargo install --quiet --locked cargo-deb --version '~3.8'
+fi
+export QUEUEBRIDGE_DEBIAN_ROOT
+QUEUEBRIDGE_DEBIAN_ROOT=$(scripts/debian-rootfs)
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+echo "== the Debian package (cargo deb), installed and run under systemd by tests/package.rs"
+export QUEUEBRIDGE_DEB="$PWD/target/debian/queuebridge.deb"
+cargo deb --locked --output "$QUEUEBRIDGE_DEB"
 echo "== tests (unit, property, trace replay, end to end against real Asterisk)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -13,9 +13,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{info_span, warn, Instrument};
 
 use crate::state::{self, Change, Input, Snapshot, State};
+use crate::systemd::Notifier;
 
 /// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
 /// link, so this only fills if the process is starved; then the AMI readers wait, briefly.
@@ -149,10 +151,30 @@ impl Hub {
 }
 
 /// The state task: folds inputs until every sender is gone, persisting new queue ids.
-pub async fn run(hub: Arc<Hub>, mut inputs: mpsc::Receiver<Input>, state_dir: Option<PathBuf>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    mut inputs: mpsc::Receiver<Input>,
+    state_dir: Option<PathBuf>,
+    mut notifier: Notifier,
+) {
     async move {
         let mut batch = Vec::with_capacity(256);
-        while inputs.recv_many(&mut batch, 256).await > 0 {
+        // The watchdog's keepalive is ticked from this loop, and only after taking the state
+        // lock: a wedged fold or lock stops it.
+        let mut keepalive = notifier.keepalive_every().map(|every| {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        });
+        hub.read(|s| notifier.observe(s));
+        loop {
+            tokio::select! {
+                got = inputs.recv_many(&mut batch, 256) => if got == 0 { break },
+                () = tick(&mut keepalive) => {
+                    hub.read(|s| notifier.alive(s));
+                    continue;
+                }
+            }
             for input in batch.drain(..) {
                 hub.apply(&input);
             }
@@ -162,8 +184,72 @@ pub async fn run(hub: Arc<Hub>, mut inputs: mpsc::Receiver<Input>, state_dir: Op
                     warn!(%err, dir = %dir.display(), "cannot persist queue ids");
                 }
             }
+            hub.read(|s| notifier.observe(s));
         }
     }
     .instrument(info_span!("state"))
     .await
+}
+
+/// The next keepalive tick; never without a watchdog.
+async fn tick(keepalive: &mut Option<Interval>) {
+    match keepalive {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out");
+    }
+
+    /// The watchdog keepalive proves the state task and its lock work: while the lock is
+    /// wedged, none is sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keepalives_stop_while_the_state_is_wedged() {
+        let hub = Hub::new(State::new(["pbx1"], Default::default()));
+        let alive = Arc::new(AtomicUsize::new(0));
+        let count = alive.clone();
+        let sink = Box::new(move |states: &[sd_notify::NotifyState<'_>]| {
+            if states
+                .iter()
+                .any(|s| matches!(s, sd_notify::NotifyState::Watchdog))
+            {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let notifier = Notifier::to(sink, Some(Duration::from_millis(100)));
+        let (_inputs, rx) = mpsc::channel(1);
+        let task = tokio::spawn(run(hub.clone(), rx, None, notifier));
+        until(|| alive.load(Ordering::SeqCst) >= 2).await;
+
+        let wedged = hub.clone();
+        let (before, during, alive) = tokio::task::spawn_blocking(move || {
+            let guard = wedged.write_guard();
+            let before = alive.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(500));
+            let during = alive.load(Ordering::SeqCst);
+            drop(guard);
+            (before, during, alive)
+        })
+        .await
+        .unwrap();
+        assert_eq!(during, before);
+        until(|| alive.load(Ordering::SeqCst) > before).await;
+        task.abort();
+    }
 }

@@ -42,5 +42,6 @@ pub mod queues_conf;
 pub mod replay;
 pub mod servers;
 pub mod state;
+pub mod systemd;
 pub mod tokens;
 pub mod xmpp;

@@ -128,9 +128,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("shutting down");
+            queuebridge::systemd::stopping();
             stop.cancel();
         });
-        queuebridge::daemon::run(config, Some(config_path), listener, shutdown).await
+        let notifier = queuebridge::systemd::Notifier::from_env();
+        queuebridge::daemon::run(config, Some(config_path), notifier, listener, shutdown).await
     })
 }
 

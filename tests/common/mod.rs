@@ -4,6 +4,7 @@
 
 pub mod asterisk;
 pub mod driver;
+pub mod machine;
 pub mod prosody;
 pub mod proxy;
 
