@@ -302,10 +302,14 @@ impl Config {
             }
         }
         if let Some(x) = &self.xmpp {
-            if x.server.parse::<std::net::SocketAddr>().is_err() {
+            let port = x
+                .server
+                .rsplit_once(':')
+                .and_then(|(host, port)| (!host.is_empty()).then_some(port.parse::<u16>().ok()?));
+            if port.is_none() {
                 return Err(invalid(
                     "xmpp.server".into(),
-                    "must be an address host:port, e.g. \"127.0.0.1:5347\"",
+                    "must be host:port, e.g. \"127.0.0.1:5347\" or \"prosody:5347\"",
                 ));
             }
             for (key, v) in [("xmpp.component", &x.component), ("xmpp.domain", &x.domain)] {
@@ -429,6 +433,8 @@ token = "0123456789abcdef"
         assert_eq!((x.ping_interval, x.max_sessions_per_user), (30.0, 8));
         for (from, to, key) in [
             ("127.0.0.1:5347", "localhost", "xmpp.server"),
+            ("127.0.0.1:5347", ":5347", "xmpp.server"),
+            ("127.0.0.1:5347", "prosody:http", "xmpp.server"),
             ("pbx.example.test", "user@pbx", "xmpp.component"),
             ("\"example.test\"", "\"\"", "xmpp.domain"),
             ("secret = \"s\"", "secret = \"\"", "xmpp.secret"),

@@ -732,7 +732,13 @@ async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
         read_timeout: ping,
         response_timeout: ping.clamp(Duration::from_secs(5), Duration::from_secs(60)),
     };
-    let connector = TcpServerConnector::from(DnsConfig::addr(&config.server));
+    // tokio-xmpp connects to an IP address only: resolve a host name (a compose service …) here.
+    let addr = tokio::net::lookup_host(&config.server)
+        .await
+        .with_context(|| format!("resolving {}", config.server))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to no address", config.server))?;
+    let connector = TcpServerConnector::from(DnsConfig::addr(&addr.to_string()));
     let (mut pending, _) = connector.connect(&jid, ns::COMPONENT, timeouts).await?;
     let header = pending.take_header();
     let stream_id = header
