@@ -5,11 +5,11 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::prometheus::Prometheus;
 use common::{dialect_users, free_port, until, Asterisk, Bridge, Driver};
 use queuebridge::ami::Message;
-use serde_json::Value;
 
 /// The sample value of the series `name{labels}` in an exposition (labels in any order).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -43,80 +43,6 @@ async fn truth(driver: &mut Driver, queue: &str) -> (f64, f64, f64) {
         count("QueueMember", false),
         count("QueueMember", true),
     )
-}
-
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: queuebridge\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let out = Command::new("promtool")
-            .args(["check", "config"])
-            .arg(&config)
-            .output()
-            .expect("promtool (apt-get install prometheus)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query with one result, if it has one.
-    async fn query(&self, http: &reqwest::Client, q: &str) -> Option<f64> {
-        let v: Value = http
-            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .query(&[("query", q)])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let result = v["data"]["result"].as_array()?;
-        if result.len() != 1 {
-            return None;
-        }
-        result[0]["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,7 +206,7 @@ async fn exposition_passes_promtool_and_prometheus_sees_asterisk() {
     );
 
     // A real Prometheus scrapes it and answers queries with Asterisk's values.
-    let prometheus = Prometheus::start(port);
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
     let q = |s: &str| s.to_owned();
     for (query, want) in [
         (

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::machine::Machine;
+use common::prometheus::Prometheus;
 use common::{asterisk, free_port, Asterisk, Driver, TOKEN};
 use serde_json::Value;
 
@@ -188,18 +189,27 @@ async fn package_installs_and_runs_under_systemd() {
         .expect("json");
     let truth = driver.queue_status("sales").await;
     assert_eq!(common::diff(&truth, &ours), None, "{ours:#}");
-    let exposition = client
-        .get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        exposition.contains("queuebridge_ami_link_up{server=\"pbx1\"} 1"),
-        "{exposition}"
-    );
+    // Scraped by a real Prometheus: the installed service's metrics, with Asterisk's values.
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics}"));
+    let members = truth
+        .iter()
+        .filter(|m| m.get("Event") == Some("QueueMember"))
+        .count();
+    let seen = common::until("Prometheus to scrape the service", async || {
+        let link = prometheus
+            .query(&client, r#"queuebridge_ami_link_up{server="pbx1"}"#)
+            .await?;
+        let members = prometheus
+            .query(
+                &client,
+                r#"queuebridge_queue_members_logged_in{queue="sales"}"#,
+            )
+            .await?;
+        Some((link, members))
+    })
+    .await;
+    assert_eq!(seen, (1.0, members as f64));
+    drop(prometheus);
 
     // The keepalives arrive: three watchdog periods pass without a restart.
     let pid = machine.property("queuebridge", "MainPID");

@@ -5,6 +5,7 @@
 pub mod asterisk;
 pub mod driver;
 pub mod machine;
+pub mod prometheus;
 pub mod prosody;
 pub mod proxy;
 

@@ -50,36 +50,33 @@ impl Prosody {
         std::fs::create_dir_all(root.join("plugins")).expect("plugins dir");
         let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("prosody/mod_pascom.lua");
         std::fs::copy(&module, root.join("plugins/mod_pascom.lua")).expect("copy module");
-        let r = root.display();
+        let r = root.display().to_string();
         let config = root.join("prosody.cfg.lua");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-pidfile = "{r}/prosody.pid"
-data_path = "{r}/data"
-plugin_paths = {{ "{r}/plugins" }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {c2s_port} }}
-component_ports = {{ {component_port} }}
-component_interfaces = {{ "127.0.0.1" }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "posix" }}
-modules_disabled = {{ "s2s" }}
-s2s_ports = {{ }}
-authentication = "internal_hashed"
-c2s_require_encryption = false
-log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{r}/prosody.log" }} }}
-
-VirtualHost "{DOMAIN}"
-    modules_enabled = {{ "pascom" }}
-    pascom_component = "{COMPONENT}"
-
-Component "{COMPONENT}"
-    component_secret = "{SECRET}"
-"#
-            ),
+        // The repository's template, the same file docker-compose.yml renders.
+        let template = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("prosody/prosody.cfg.lua"),
         )
-        .expect("write config");
+        .expect("prosody/prosody.cfg.lua");
+        let rendered = [
+            ("@RUN@", r.clone()),
+            ("@DATA@", format!("{r}/data")),
+            ("@PLUGINS@", format!("{r}/plugins")),
+            ("@INTERFACE@", "127.0.0.1".to_owned()),
+            ("@C2S_PORT@", c2s_port.to_string()),
+            ("@COMPONENT_PORT@", component_port.to_string()),
+            ("@LOG_LEVEL@", "debug".to_owned()),
+            ("@LOG@", format!("{r}/prosody.log")),
+            ("@DOMAIN@", DOMAIN.to_owned()),
+            ("@COMPONENT@", COMPONENT.to_owned()),
+            ("@SECRET@", SECRET.to_owned()),
+        ]
+        .iter()
+        .fold(template, |text, (name, value)| text.replace(name, value));
+        assert!(
+            !rendered.contains("@"),
+            "unrendered placeholder:\n{rendered}"
+        );
+        std::fs::write(&config, rendered).expect("write config");
         let status = Command::new("chown")
             .args(["-R", "prosody:prosody"])
             .arg(root)
