@@ -4,6 +4,8 @@
 //! promtool check config). The images themselves are made from the files the other tests run:
 //! asterisk-conf/, prosody/, prometheus/prometheus.yml and the Debian package.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -115,22 +117,8 @@ fn services_are_wired_and_their_configurations_valid() {
         prometheus.contains(&format!("s#@TARGET@#{target}#")),
         "{prometheus}"
     );
-    let rendered = read("prometheus/prometheus.yml")
-        .replace("@INTERVAL@", "15s")
-        .replace("@TARGET@", &target);
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("prometheus.yml");
-    std::fs::write(&file, rendered).expect("write");
-    let check = Command::new("promtool")
-        .args(["check", "config"])
-        .arg(&file)
-        .output()
-        .expect("promtool (apt-get install prometheus)");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    common::prometheus::write_config(&dir.path().join("prometheus.yml"), "15s", &target);
 
     // Published ports: the listeners inside the containers.
     let compose = read("docker-compose.yml");

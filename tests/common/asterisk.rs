@@ -8,15 +8,11 @@ use std::time::{Duration, Instant};
 
 /// Where `scripts/asterisk-rootfs` caches the root file system.
 pub fn rootfs() -> PathBuf {
-    let root = std::env::var_os("QUEUEBRIDGE_ASTERISK_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/queuebridge/asterisk-sid"));
-    assert!(
-        root.join("usr/sbin/asterisk").exists(),
-        "no Asterisk root file system at {} — run scripts/test.sh, which builds it",
-        root.display()
-    );
-    root
+    super::cached_root(
+        "QUEUEBRIDGE_ASTERISK_ROOT",
+        "/var/cache/queuebridge/asterisk-sid",
+        "usr/sbin/asterisk",
+    )
 }
 
 pub const SECRET: &str = "test-secret";

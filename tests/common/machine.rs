@@ -9,15 +9,11 @@ use std::time::{Duration, Instant};
 
 /// Where `scripts/debian-rootfs` caches the Debian 12 root file system.
 pub fn debian_root() -> PathBuf {
-    let root = std::env::var_os("QUEUEBRIDGE_DEBIAN_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/queuebridge/bookworm"));
-    assert!(
-        root.join("lib/systemd/systemd").exists(),
-        "no Debian 12 root file system at {} — run scripts/test.sh, which builds it",
-        root.display()
-    );
-    root
+    super::cached_root(
+        "QUEUEBRIDGE_DEBIAN_ROOT",
+        "/var/cache/queuebridge/bookworm",
+        "lib/systemd/systemd",
+    )
 }
 
 pub struct Machine {

@@ -34,6 +34,20 @@ code = "*02"
 reason = "Break"
 "#;
 
+/// A root file system a `scripts/*-rootfs` script caches: `$var`, or `default`; it must hold
+/// `marker`.
+pub fn cached_root(var: &str, default: &str, marker: &str) -> PathBuf {
+    let root = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        root.join(marker).exists(),
+        "no root file system at {} — run scripts/test.sh, which builds it",
+        root.display()
+    );
+    root
+}
+
 /// One `[[ami]]` entry of a test configuration.
 pub struct Server<'a> {
     pub id: &'a str,

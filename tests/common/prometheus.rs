@@ -1,11 +1,35 @@
 //! A real Prometheus (Debian 12's package) for one test, scraping one target every second with
 //! the repository's prometheus/prometheus.yml, on a free loopback port.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
 use super::free_port;
+
+/// Renders the repository's prometheus/prometheus.yml (the file docker-compose.yml renders too)
+/// into `file`, and checks it with `promtool check config`.
+pub fn write_config(file: &Path, interval: &str, target: &str) {
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/prometheus.yml"),
+    )
+    .expect("prometheus/prometheus.yml");
+    let rendered = template
+        .replace("@INTERVAL@", interval)
+        .replace("@TARGET@", target);
+    std::fs::write(file, rendered).expect("write prometheus.yml");
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(file)
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
 
 pub struct Prometheus {
     child: Child,
@@ -20,25 +44,7 @@ impl Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("prometheus.yml");
-        // The repository's file, the same one docker-compose.yml renders.
-        let template = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/prometheus.yml"),
-        )
-        .expect("prometheus/prometheus.yml");
-        let rendered = template
-            .replace("@INTERVAL@", "1s")
-            .replace("@TARGET@", target);
-        std::fs::write(&config, rendered).expect("write prometheus.yml");
-        let out = Command::new("promtool")
-            .args(["check", "config"])
-            .arg(&config)
-            .output()
-            .expect("promtool (apt-get install prometheus)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        write_config(&config, "1s", target);
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
