@@ -884,6 +884,19 @@ async fn sigterm_answers_commands_in_flight_then_closes_the_stream() {
     })
     .await;
     bridge.signal("TERM");
+    // A command that arrives while the shutdown waits for the pause is refused, not dropped.
+    until("the shutdown to begin", async || {
+        bridge.log().contains("shutting down").then_some(())
+    })
+    .await;
+    tweber.send(&command("late-1", "queue", "<FindOwnState/>"));
+    let late = tweber
+        .wait_for(Duration::from_secs(10), |s| s.contains(r#"id="late-1""#))
+        .expect("the late command answered");
+    assert!(
+        failure_text(&late).contains("queuebridge is shutting down"),
+        "{late}"
+    );
     let answer = tweber
         .wait_for(Duration::from_secs(10), |s| s.contains(r#"id="bWHfh-39""#))
         .expect("the pause answered");
