@@ -1,7 +1,7 @@
 //! Running as a service: SIGHUP reloads users, pause reasons and the API token without dropping
-//! a connection, an invalid file is refused and the running configuration stays, SIGTERM ends
-//! the daemon cleanly with exit status 0 after answering the commands in flight, and the
-//! command line answers `--version` and `check-config`.
+//! a connection, an invalid file is refused and the running configuration stays, SIGTERM and
+//! SIGINT end the daemon cleanly with exit status 0 after answering the commands in flight, and
+//! the command line answers `--version` and `check-config`.
 
 mod common;
 
@@ -106,7 +106,7 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_answers_the_commands_in_flight_with_asterisks_reply() {
+async fn sigint_answers_the_commands_in_flight_with_asterisks_reply() {
     let (_ast, mut driver, proxy, bridge) = behind_proxy().await;
     let member = "Local/agent3@agents/n";
     let pause = "/api/v1/queues/pbx1/support/members/Local%2Fagent3%40agents%2Fn/pause";
@@ -130,14 +130,14 @@ async fn sigterm_answers_the_commands_in_flight_with_asterisks_reply() {
             )
         }
     });
-    // Asterisk has paused the member; its reply is on the way when SIGTERM arrives.
+    // Asterisk has paused the member; its reply is on the way when SIGINT (Ctrl-C) arrives.
     until("Asterisk paused the member", async || {
         let m = driver.member("support", member).await?;
         (m.get("Paused") == Some("1")).then_some(())
     })
     .await;
     let started = Instant::now();
-    bridge.signal("TERM");
+    bridge.signal("INT");
     let (status, body) = command.await.expect("command task");
     assert_eq!(
         (status, body["result"].as_str()),
