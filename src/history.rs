@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::ami::client::now_secs;
 use crate::hub::Hub;
@@ -452,18 +452,20 @@ impl Recorder {
                 interface,
             } => {
                 let key = (server.clone(), uniqueid.clone(), queue.clone());
-                if let Some(mut p) = self.pending.remove(&key) {
-                    p.record.ended = now;
-                    p.record.talk_seconds = *talk_time;
-                    p.record.wait_seconds = *hold_time;
-                    p.record.member_interface.clone_from(interface);
-                    p.record.outcome = if reason == "dump" {
-                        "agent_dump".into()
-                    } else {
-                        "answered".into()
-                    };
-                    out.push(Write::Insert(p.record));
-                }
+                let Some(mut p) = self.pending.remove(&key) else {
+                    debug!(%server, %queue, %uniqueid, "completed call unknown to the history");
+                    return out;
+                };
+                p.record.ended = now;
+                p.record.talk_seconds = *talk_time;
+                p.record.wait_seconds = *hold_time;
+                p.record.member_interface.clone_from(interface);
+                p.record.outcome = if reason == "dump" {
+                    "agent_dump".into()
+                } else {
+                    "answered".into()
+                };
+                out.push(Write::Insert(p.record));
             }
             ChangeKind::CallerHungUp {
                 uniqueid,

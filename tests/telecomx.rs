@@ -407,6 +407,15 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         // Shown only if the test fails.
         eprintln!("history: support {a:?}, sales {b:?}");
         if polls == 100 {
+            // For a rare failure (Alice's answered call missing): what Asterisk still has up,
+            // queuebridge's view of sales, and its log.
+            let channels = driver.command("core show channels concise").await;
+            let output: Vec<&str> = channels.response.get_all("Output").collect();
+            eprintln!("Asterisk's channels:\n{}", output.join("\n"));
+            let (_, ours) = tx
+                .get(&format!("/pbx/queue/{SALES}/callers?token={boss}"))
+                .await;
+            eprintln!("queuebridge's sales callers: {ours}");
             eprintln!("queuebridge's log:\n{}", bridge.log());
         }
         (a.contains(&"TIMEOUT".to_owned())
