@@ -41,8 +41,12 @@ if ! "$QUEUEBRIDGE_PYTHON" -c 'import slixmpp' 2>/dev/null; then
 fi
 echo "== Prosody $(dpkg-query -W -f='${Version}' prosody), slixmpp $("$QUEUEBRIDGE_PYTHON" -c 'import slixmpp; print(slixmpp.__version__)')"
 echo "== systemd-nspawn, cargo-deb and a Debian 12 root for the package test"
-if ! command -v systemd-nspawn >/dev/null; then
-  install systemd-container
+if ! command -v systemd-nspawn >/dev/null || ! command -v systemd-analyze >/dev/null; then
+  install systemd systemd-container
+fi
+# pgrep and kill (the tests signal the processes they started by PID)
+if ! command -v pgrep >/dev/null || ! command -v kill >/dev/null; then
+  install procps
 fi
 if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.'; then
   cargo install --quiet --locked cargo-deb --version '~3.8'

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{info_span, warn, Instrument};
 
-use crate::state::{self, Change, Input, Snapshot, State};
+use crate::state::{self, Change, Input, Snapshot, State, What};
 use crate::systemd::Notifier;
 
 /// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
@@ -175,6 +175,8 @@ pub async fn run(
                     continue;
                 }
             }
+            // Only logins, logoffs and QueueStatus snapshots change what systemd is told.
+            let links_moved = batch.iter().any(|i| !matches!(i.what, What::Event(_)));
             for input in batch.drain(..) {
                 hub.apply(&input);
             }
@@ -184,7 +186,9 @@ pub async fn run(
                     warn!(%err, dir = %dir.display(), "cannot persist queue ids");
                 }
             }
-            hub.read(|s| notifier.observe(s));
+            if links_moved {
+                hub.read(|s| notifier.observe(s));
+            }
         }
     }
     .instrument(info_span!("state"))

@@ -5,7 +5,8 @@
 //! * `WATCHDOG=1` comes from the state task's own loop ([`crate::hub::run`]), after it has
 //!   taken the state lock: if that loop or the lock is wedged, the keepalives stop and systemd
 //!   restarts the service. A timer of its own would keep pinging a daemon that no longer works.
-//! * `STATUS=` tells `systemctl status` how each AMI link is, whenever that changes.
+//! * `STATUS=` tells `systemctl status` how each AMI link is: after every login, logoff and
+//!   QueueStatus snapshot, and at each keepalive.
 //! * `STOPPING=1` when a shutdown begins.
 //!
 //! Outside systemd (no `NOTIFY_SOCKET`) all of it is silent.
@@ -65,7 +66,8 @@ impl Notifier {
             .map(|w| (w / 2).max(Duration::from_millis(100)))
     }
 
-    /// After every fold: `STATUS=` when a link changed, `READY=1` the first time all are synced.
+    /// After a fold that moved a link: `STATUS=` when the line changed, `READY=1` the first
+    /// time all links are synced.
     pub fn observe(&mut self, state: &State) {
         if self.sink.is_none() {
             return;
