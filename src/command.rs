@@ -313,6 +313,14 @@ impl Commands {
         if queue.is_some_and(|q| q.trim().is_empty()) {
             return Err(fail(Code::InvalidArgument, "queue must not be empty"));
         }
+        // Asterisk reads header values as C strings: a NUL would cut the value short there,
+        // and the confirmation would wait for something Asterisk never stores.
+        if command.texts().iter().any(|t| t.contains('\0')) {
+            return Err(fail(
+                Code::InvalidArgument,
+                "queue, interface, names and reasons must not contain NUL",
+            ));
+        }
         match &mut command {
             Command::Login { penalty, .. } | Command::Penalty { penalty, .. } if *penalty < 0 => {
                 return Err(fail(Code::InvalidArgument, "penalty must be 0 or more"));
@@ -323,12 +331,15 @@ impl Commands {
             }
             | Command::Pause { reason, .. } => {
                 let directory = self.access.directory();
-                *reason = directory.pause_reason(reason).ok_or_else(|| {
+                let resolved = directory.pause_reason(reason).ok_or_else(|| {
                     fail(
                         Code::InvalidArgument,
                         format!("unknown pause reason {reason:?}"),
                     )
                 })?;
+                // The confirmation compares what Asterisk will report back, which is what the
+                // codec sends: CR and LF as spaces.
+                *reason = crate::ami::codec::sent_value(&resolved).into_owned();
             }
             _ => {}
         }
@@ -359,6 +370,34 @@ impl Command {
             Command::Penalty {
                 queue, interface, ..
             } => (queue.as_deref(), interface, Action::Penalty),
+        }
+    }
+
+    /// Every text the command sends to Asterisk.
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            Command::Login {
+                queue,
+                interface,
+                member_name,
+                state_interface,
+                paused,
+                ..
+            } => {
+                let mut t = vec![queue.as_str(), interface, member_name, state_interface];
+                t.extend(paused.as_deref());
+                t
+            }
+            Command::Logout { queue, interface } => vec![queue, interface],
+            Command::Pause {
+                queue,
+                interface,
+                reason,
+                ..
+            } => vec![queue.as_deref().unwrap_or_default(), interface, reason],
+            Command::Penalty {
+                queue, interface, ..
+            } => vec![queue.as_deref().unwrap_or_default(), interface],
         }
     }
 

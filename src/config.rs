@@ -218,10 +218,19 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let syntax = |e: toml::de::Error| ConfigError::Syntax {
             path: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+            message: syntax_message(text, &e),
+        };
+        let value: toml::Table = toml::from_str(text).map_err(syntax)?;
+        if let Some(key) = key_with_nul(&value, "") {
+            return Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                message: "must not contain a NUL character".to_owned(),
+            });
+        }
+        let config: Config = toml::from_str(text).map_err(syntax)?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -280,10 +289,22 @@ impl Config {
                 "must be at least 16 characters",
             ));
         }
-        if self.http.max_event_streams == 0 {
+        if !(1..=MAX_EVENT_STREAMS).contains(&self.http.max_event_streams) {
             return Err(invalid(
                 "http.max_event_streams".into(),
-                "must be at least 1",
+                &format!("must be between 1 and {MAX_EVENT_STREAMS}"),
+            ));
+        }
+        if !(1..=36_500).contains(&self.history.retention_days) {
+            return Err(invalid(
+                "history.retention_days".into(),
+                "must be between 1 and 36500 (0 would delete every call at start)",
+            ));
+        }
+        if self.history.max_calls == 0 {
+            return Err(invalid(
+                "history.max_calls".into(),
+                "must be at least 1 (0 would delete every call at start)",
             ));
         }
         let mut pinned = BTreeSet::new();
@@ -347,6 +368,68 @@ impl Config {
         let servers: Vec<&str> = self.ami.iter().map(|a| a.id.as_str()).collect();
         Directory::new(&self.users, &self.pause_reasons, &servers)
     }
+}
+
+/// The most SSE streams `[http] max_event_streams` may allow.
+pub const MAX_EVENT_STREAMS: usize = 65_536;
+
+/// Keys whose values are never shown in an error: an error message ends up in logs and on
+/// terminals, a secret must not.
+const HIDDEN_KEYS: [&str; 4] = ["secret", "token", "password", "hash"];
+
+/// A TOML error as "line L, column C: what", without the source text the toml crate quotes,
+/// and without the value itself when the line holds a secret.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim_end();
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return what.to_owned();
+    };
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let message = match key {
+        Some(k)
+            if HIDDEN_KEYS
+                .iter()
+                .any(|h| k.to_ascii_lowercase().contains(h)) =>
+        {
+            format!("{k}: invalid value (not shown: it is a secret)")
+        }
+        Some(k) => format!("{k}: {what}"),
+        None => what.to_owned(),
+    };
+    format!("line {line_no}, column {column}: {message}")
+}
+
+/// The first key (dotted, with `[i]` for arrays) whose string value contains NUL.
+fn key_with_nul(table: &toml::Table, prefix: &str) -> Option<String> {
+    fn walk(v: &toml::Value, key: String) -> Option<String> {
+        match v {
+            toml::Value::String(s) => s.contains('\0').then_some(key),
+            toml::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, format!("{key}[{i}]"))),
+            toml::Value::Table(t) => key_with_nul(t, &key),
+            _ => None,
+        }
+    }
+    table.iter().find_map(|(k, v)| {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if k.contains('\0') {
+            return Some(key);
+        }
+        walk(v, key)
+    })
 }
 
 impl AmiConfig {
@@ -414,6 +497,59 @@ token = "0123456789abcdef"
         );
         let err = Config::parse(&users, "t").unwrap_err();
         assert!(err.to_string().contains("users[0].password_hash"), "{err}");
+    }
+
+    #[test]
+    fn what_would_panic_or_destroy_data_is_refused() {
+        for (extra, key) in [
+            (
+                "[http]\nmax_event_streams = 18446744073709551615",
+                "max_event_streams",
+            ),
+            ("[history]\nretention_days = 0", "history.retention_days"),
+            ("[history]\nmax_calls = 0", "history.max_calls"),
+        ] {
+            let text = if extra.starts_with("[http]") {
+                GOOD.replace(
+                    "token = \"0123456789abcdef\"",
+                    "token = \"0123456789abcdef\"\nmax_event_streams = 9223372036854775807",
+                )
+            } else {
+                format!("{GOOD}\n{extra}\n")
+            };
+            let err = Config::parse(&text, "t").unwrap_err();
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_any_text_is_refused_by_key() {
+        let text =
+            format!("{GOOD}\n[[pause_reasons]]\ncode = \"*01\"\nreason = \"Lu\\u0000nch\"\n");
+        let err = Config::parse(&text, "t").unwrap_err();
+        assert!(err.to_string().contains("pause_reasons[0].reason"), "{err}");
+        assert!(err.to_string().contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_never_echo_a_secret() {
+        for bad in [
+            GOOD.replace("secret = \"s\"", "secret = \"hunter2-top"),
+            GOOD.replace("secret = \"s\"", "secret = 'hunter2-top' x"),
+            GOOD.replace("secret = \"s\"", "secret = 12345hunter2-top"),
+            GOOD.replace("token = \"0123456789abcdef\"", "token = [\"hunter2-top\"]"),
+        ] {
+            let err = Config::parse(&bad, "t").unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("line "), "{err}");
+        }
+        let err = Config::parse(&GOOD.replace("username = \"bridge\"", "port = \"x\""), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 6") && err.contains("port"), "{err}");
+        let huge = format!("{GOOD}\n[history]\nmax_calls = 18446744073709551615\n");
+        let err = Config::parse(&huge, "t").unwrap_err().to_string();
+        assert!(err.contains("max_calls"), "{err}");
     }
 
     #[test]

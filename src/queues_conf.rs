@@ -51,6 +51,9 @@ impl Attribute {
 /// How long a reload may take to show in the state.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// How long a definition change waits for the one before it; then it is refused as busy.
+pub const EXCLUSIVE_WAIT: Duration = Duration::from_secs(15);
+
 /// A static member line: `member => interface,penalty,membername,state_interface`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StaticMember {
@@ -126,6 +129,9 @@ pub enum ConfError {
     Refused { action: String, message: String },
     #[error("{0}")]
     Timeout(String),
+    /// Another change held the definitions too long: nothing was done.
+    #[error("{0}")]
+    Busy(String),
 }
 
 fn refused(action: &str, reply: &Reply) -> ConfError {
@@ -140,7 +146,16 @@ fn refused(action: &str, reply: &Reply) -> ConfError {
 pub struct QueuesConf {
     servers: Arc<Servers>,
     hub: Arc<Hub>,
+    /// One definition change at a time (see [`Exclusive`]).
+    changing: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The right to change queue definitions, held from reading a definition to Asterisk's
+/// confirmation of the new one. Changes are read-modify-write over several AMI actions (and a
+/// reload of app_queue), so two at once could both pass "no such queue yet" or each write back
+/// what it read, losing the other's change; [`QueuesConf::create`], [`QueuesConf::replace`] and
+/// [`QueuesConf::destroy`] take it as proof that nobody else is changing anything.
+pub struct Exclusive(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
 
 /// `key=value` lines of a category, in file order.
 type Lines = Vec<(String, String)>;
@@ -178,7 +193,25 @@ fn categories(reply: &Reply) -> BTreeMap<String, (bool, Lines)> {
 
 impl QueuesConf {
     pub fn new(servers: Arc<Servers>, hub: Arc<Hub>) -> Self {
-        Self { servers, hub }
+        Self {
+            servers,
+            hub,
+            changing: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Waits until no other definition change is under way, for at most [`EXCLUSIVE_WAIT`];
+    /// hold the answer across the read of the definition and its change.
+    pub async fn exclusive(&self) -> Result<Exclusive, ConfError> {
+        tokio::time::timeout(EXCLUSIVE_WAIT, self.changing.clone().lock_owned())
+            .await
+            .map(Exclusive)
+            .map_err(|_| {
+                ConfError::Busy(format!(
+                    "another queue definition change is still under way after {} s; try again",
+                    EXCLUSIVE_WAIT.as_secs()
+                ))
+            })
     }
 
     async fn send(&self, server: &str, action: Message) -> Result<Reply, ConfError> {
@@ -247,6 +280,7 @@ impl QueuesConf {
     /// still running, is left untouched.
     pub async fn create(
         &self,
+        _: &Exclusive,
         server: &str,
         name: &str,
         conf: &QueueConf,
@@ -264,6 +298,7 @@ impl QueuesConf {
     /// [`QueuesConf::managed`], and sets its AstDB attributes.
     pub async fn replace(
         &self,
+        _: &Exclusive,
         server: &str,
         name: &str,
         conf: &QueueConf,
@@ -296,7 +331,7 @@ impl QueuesConf {
 
     /// Removes a managed queue and waits until Asterisk dropped it (app_queue keeps a queue
     /// while callers wait in it).
-    pub async fn destroy(&self, server: &str, name: &str) -> Result<(), ConfError> {
+    pub async fn destroy(&self, _: &Exclusive, server: &str, name: &str) -> Result<(), ConfError> {
         self.managed(server, name).await?;
         let action = Message::action("UpdateConfig")
             .with("SrcFilename", MANAGED_FILE)

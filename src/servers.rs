@@ -297,7 +297,6 @@ impl Servers {
                 secret: new.secret,
                 ..self.template.clone()
             };
-            let running = new.enabled.then(|| self.spawn(&client));
             entries.insert(
                 id.clone(),
                 Entry {
@@ -310,20 +309,27 @@ impl Servers {
                         enabled: new.enabled,
                     },
                     client,
-                    running,
+                    running: None,
                 },
             );
             id
         };
+        // Saved first: a server whose save failed would run now and be gone after a restart.
+        if let Err(e) = self.save() {
+            self.lock().remove(&id);
+            return Err(e);
+        }
+        if let Some(e) = self.lock().get_mut(&id).filter(|e| e.info.enabled) {
+            e.running = Some(self.spawn(&e.client));
+        }
         info!(server = %id, "queue server added");
-        self.save()?;
         Ok(id)
     }
 
     /// Switches a server on (connect) or off (disconnect; its queues leave the state).
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), ServerError> {
         let _changing = self.changing.lock().await;
-        let stopping = {
+        {
             let mut entries = self.lock();
             let e = entries
                 .get_mut(id)
@@ -332,6 +338,19 @@ impl Servers {
                 return Ok(());
             }
             e.info.enabled = enabled;
+        };
+        // Saved first, so what runs is what a restart brings back.
+        if let Err(err) = self.save() {
+            if let Some(e) = self.lock().get_mut(id) {
+                e.info.enabled = !enabled;
+            }
+            return Err(err);
+        }
+        let stopping = {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(id) else {
+                return Ok(());
+            };
             if enabled {
                 e.running = Some(self.spawn(&e.client));
                 None
@@ -343,7 +362,7 @@ impl Servers {
             self.stop(id, r).await;
         }
         info!(server = %id, enabled, "queue server switched");
-        self.save()
+        Ok(())
     }
 
     /// Removes an added server: disconnects and forgets it.
@@ -359,11 +378,18 @@ impl Servers {
                 Some(_) => entries.remove(id),
             }
         };
+        // Saved first: a removal that was not saved would come back at the next restart.
+        if let Err(err) = self.save() {
+            if let Some(e) = entry {
+                self.lock().insert(id.to_owned(), e);
+            }
+            return Err(err);
+        }
         if let Some(r) = entry.and_then(|e| e.running) {
             self.stop(id, r).await;
         }
         info!(server = %id, "queue server removed");
-        self.save()
+        Ok(())
     }
 
     /// Stops a client, waits for its last input, then drops the server from the state and
@@ -441,5 +467,69 @@ impl Servers {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str) -> ClientConfig {
+        ClientConfig {
+            id: Arc::from(id),
+            host: "127.0.0.1".into(),
+            port: 9,
+            username: "u".into(),
+            secret: "s".into(),
+            auth: client::Auth::Plain,
+            max_frame: crate::ami::DEFAULT_MAX_FRAME,
+            connect_timeout: Duration::from_secs(1),
+            action_timeout: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+
+    fn new_server(name: &str) -> NewServer {
+        NewServer {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 9,
+            username: "u".into(),
+            secret: "s".into(),
+            enabled: true,
+        }
+    }
+
+    /// A server whose save failed would run now and be gone after a restart.
+    #[tokio::test]
+    async fn a_server_whose_save_failed_is_not_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(16);
+        let servers = Servers::load(
+            vec![("pbx1".into(), client("pbx1"))],
+            Some(dir.path().to_owned()),
+            tx,
+            CancellationToken::new(),
+        )
+        .unwrap();
+        // A directory where the file should go: the rename onto it fails.
+        std::fs::create_dir(dir.path().join(FILE)).unwrap();
+        let err = servers.add(new_server("branch")).await.unwrap_err();
+        assert!(matches!(err, ServerError::Persist(_)), "{err:?}");
+        assert_eq!(servers.list().len(), 1);
+        assert!(servers.list().iter().all(|s| s.name != "branch"));
+        let err = servers.set_enabled("pbx1", false).await.unwrap_err();
+        assert!(matches!(err, ServerError::Persist(_)), "{err:?}");
+        assert!(servers.get("pbx1").unwrap().enabled);
+        // With the file writable again, the same request works and is kept.
+        std::fs::remove_dir(dir.path().join(FILE)).unwrap();
+        let id = servers.add(new_server("branch")).await.unwrap();
+        assert!(servers.handle(&id).is_some());
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("branch"));
+        servers.remove(&id).await.unwrap();
+        assert!(servers.handle(&id).is_none());
     }
 }

@@ -269,6 +269,16 @@ fn put_clean(dst: &mut BytesMut, s: &str) {
     }
 }
 
+/// A header value as the encoder writes it, and so as Asterisk receives and stores it: CR and LF
+/// become spaces. Whoever compares what Asterisk reports back with what was sent compares this.
+pub fn sent_value(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        std::borrow::Cow::Owned(s.replace(['\r', '\n'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

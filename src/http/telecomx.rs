@@ -135,9 +135,14 @@ fn customer_id() -> String {
     object_id("customer", "queuebridge")
 }
 
-/// ISO-8601 with milliseconds, as Telecom X writes dates.
+/// 9999-12-31T23:59:59Z, the last second RFC 3339 can write (humantime panics beyond it).
+const LAST_DATE: i64 = 253_402_300_799;
+
+/// ISO-8601 with milliseconds, as Telecom X writes dates. Times come from Asterisk's figures
+/// (`Wait`, `HoldTime` …), so they are clamped to what the format can hold instead of trusted.
 fn date(epoch_secs: i64) -> Value {
-    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(epoch_secs).unwrap_or(0));
+    let secs = u64::try_from(epoch_secs.clamp(0, LAST_DATE)).unwrap_or(0);
+    let t = UNIX_EPOCH + Duration::from_secs(secs);
     json!(humantime::format_rfc3339_millis(t).to_string())
 }
 
@@ -983,4 +988,18 @@ async fn app_queues(
             .collect()
     });
     Ok(Json(json!(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asterisk's `Wait`/`HoldTime` can put a time past the year 9999, where humantime panics.
+    #[test]
+    fn dates_past_the_year_9999_do_not_panic() {
+        assert_eq!(date(i64::MAX), json!("9999-12-31T23:59:59.000Z"));
+        assert_eq!(date(LAST_DATE + 1), json!("9999-12-31T23:59:59.000Z"));
+        assert_eq!(date(-5), json!("1970-01-01T00:00:00.000Z"));
+        assert_eq!(date(86_400), json!("1970-01-02T00:00:00.000Z"));
+    }
 }

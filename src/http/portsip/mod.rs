@@ -118,7 +118,9 @@ fn command_error(e: CommandError) -> Error {
 
 fn conf_error(e: ConfError) -> Error {
     let (status, code) = match &e {
-        ConfError::NotConnected(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        ConfError::NotConnected(_) | ConfError::Busy(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        }
         ConfError::Exists(_) => (StatusCode::CONFLICT, "CONFLICT"),
         ConfError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         ConfError::NotManaged(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),

@@ -14,6 +14,11 @@
 //!
 //! Fields and literal types are checked against the collection's [`Field`] list before anything
 //! is evaluated, so a typo is a clear error naming it, never an empty result.
+//!
+//! Every option is bounded before it is parsed: at most [`MAX_OPTION_LEN`] bytes, and a filter
+//! nests parentheses and `not` at most [`MAX_DEPTH`] deep. The grammar is recursive, so without
+//! the depth bound a URL of a few kilobytes of `(` would overflow the stack of the worker thread
+//! and abort the whole daemon.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -88,6 +93,18 @@ pub struct ListQuery {
 
 /// Default and largest page size.
 pub const MAX_TOP: usize = 100;
+
+/// The longest `filter`, `search` or `orderby` accepted, in bytes; longer is `VALIDATE_FAILED`.
+pub const MAX_OPTION_LEN: usize = 2048;
+
+/// How deep parentheses and `not` may nest in a filter; deeper is `VALIDATE_FAILED`.
+pub const MAX_DEPTH: usize = 32;
+
+/// The error a parser gives when the filter nests deeper than [`MAX_DEPTH`]: a `Failure`, so
+/// no alternative is tried.
+fn too_deep(i: &str) -> nom::Err<nom::error::Error<&str>> {
+    nom::Err::Failure(nom::error::Error::new(i, nom::error::ErrorKind::TooLarge))
+}
 
 fn ws<'a, O>(
     p: impl Parser<&'a str, Output = O, Error = nom::error::Error<&'a str>>,
@@ -178,21 +195,26 @@ fn compare(i: &str) -> IResult<&str, Expr> {
     .parse(i)
 }
 
-fn unary(i: &str) -> IResult<&str, Expr> {
+/// `unary` at nesting `depth` (each `not` and each `(` is one level deeper).
+fn unary(i: &str, depth: usize) -> IResult<&str, Expr> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep(i));
+    }
     ws(alt((
-        map(preceded((keyword("not"), multispace1), unary), |e| {
-            Expr::Not(Box::new(e))
-        }),
-        delimited(char('('), expr, char(')')),
+        map(
+            preceded((keyword("not"), multispace1), |i| unary(i, depth + 1)),
+            |e| Expr::Not(Box::new(e)),
+        ),
+        delimited(char('('), |i| expr(i, depth + 1), char(')')),
         func,
         compare,
     )))
     .parse(i)
 }
 
-fn and(i: &str) -> IResult<&str, Expr> {
-    let (i, first) = unary(i)?;
-    let (i, rest) = many0(preceded(ws(keyword("and")), unary)).parse(i)?;
+fn and(i: &str, depth: usize) -> IResult<&str, Expr> {
+    let (i, first) = unary(i, depth)?;
+    let (i, rest) = many0(preceded(ws(keyword("and")), |i| unary(i, depth))).parse(i)?;
     Ok((
         i,
         rest.into_iter()
@@ -200,9 +222,9 @@ fn and(i: &str) -> IResult<&str, Expr> {
     ))
 }
 
-fn expr(i: &str) -> IResult<&str, Expr> {
-    let (i, first) = and(i)?;
-    let (i, rest) = many0(preceded(ws(keyword("or")), and)).parse(i)?;
+fn expr(i: &str, depth: usize) -> IResult<&str, Expr> {
+    let (i, first) = and(i, depth)?;
+    let (i, rest) = many0(preceded(ws(keyword("or")), |i| and(i, depth))).parse(i)?;
     Ok((
         i,
         rest.into_iter()
@@ -340,10 +362,22 @@ impl ListQuery {
             top: MAX_TOP,
             ..ListQuery::default()
         };
+        for name in ["filter", "search", "orderby"] {
+            if get(name).is_some_and(|v| v.len() > MAX_OPTION_LEN) {
+                return Err(Invalid(format!(
+                    "{name}: longer than {MAX_OPTION_LEN} bytes"
+                )));
+            }
+        }
         if let Some(f) = get("filter").filter(|f| !f.trim().is_empty()) {
-            let (_, e) = all_consuming(ws(expr))
+            let (_, e) = all_consuming(ws(|i| expr(i, 0)))
                 .parse(f)
-                .map_err(|_| Invalid(format!("filter: cannot parse {f:?}")))?;
+                .map_err(|e| match e {
+                    nom::Err::Failure(e) if e.code == nom::error::ErrorKind::TooLarge => {
+                        Invalid(format!("filter: nested deeper than {MAX_DEPTH} levels"))
+                    }
+                    _ => Invalid(format!("filter: cannot parse {f:?}")),
+                })?;
             check(&e, fields).map_err(|Invalid(m)| Invalid(format!("filter: {m}")))?;
             q.filter = Some(e);
         }
@@ -493,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn nesting_up_to_the_limit_is_fine() {
+        let deep = format!("{}name eq 'Sales'{}", "(".repeat(32), ")".repeat(32));
+        assert_eq!(run(&[("filter", &deep)]).unwrap().0, 1);
+        let nots = format!("{}name eq 'Sales'", "not ".repeat(32));
+        assert_eq!(run(&[("filter", &nots)]).unwrap().0, 1); // an even number of nots
+    }
+
+    /// The crash: 3,000 parentheses overflowed the worker's stack.
+    #[test]
+    fn thousands_of_parentheses_are_refused_not_a_stack_overflow() {
+        let f = format!("{}name eq 'x'{}", "(".repeat(3000), ")".repeat(3000));
+        let params = [("filter".to_owned(), f)].into_iter().collect();
+        assert!(ListQuery::parse(&params, FIELDS).is_err());
+    }
+
+    #[test]
     fn search_order_and_paging() {
         assert_eq!(run(&[("search", "sales or vip")]).unwrap().0, 2);
         let (count, page) =
@@ -515,6 +565,22 @@ mod tests {
             ("top", "0", "top"),
             ("top", "101", "top"),
             ("skip", "-1", "skip"),
+            (
+                "filter",
+                format!("{}name eq 'x'{}", "(".repeat(33), ")".repeat(33)).as_str(),
+                "nested deeper than 32",
+            ),
+            (
+                "filter",
+                format!("{}name eq 'x'", "not ".repeat(33)).as_str(),
+                "nested deeper than 32",
+            ),
+            (
+                "search",
+                "a".repeat(MAX_OPTION_LEN + 1).as_str(),
+                "longer than 2048",
+            ),
+            ("orderby", "name,".repeat(500).as_str(), "longer than 2048"),
         ] {
             let Invalid(m) = run(&[(k, v)]).unwrap_err();
             assert!(m.contains(needle), "{k}={v}: {m}");

@@ -632,8 +632,9 @@ async fn create(
     let mut conf = new_definition();
     let mut extras = apply_fields(&b, &mut conf)?;
     extras.max_waiting_time = extras.max_waiting_time.or(Some(300));
+    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     app.queues_conf
-        .create(&server, &number, &conf, &attributes(&number, &extras))
+        .create(&one, &server, &number, &conf, &attributes(&number, &extras))
         .await
         .map_err(conf_error)?;
     let id = app
@@ -658,6 +659,7 @@ async fn update(
             "the extension number of a queue cannot change",
         ));
     }
+    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     let mut conf = app
         .queues_conf
         .managed(&q.server, &q.name)
@@ -665,7 +667,13 @@ async fn update(
         .map_err(conf_error)?;
     let extras = apply_fields(&b, &mut conf)?;
     app.queues_conf
-        .replace(&q.server, &q.name, &conf, &attributes(&q.name, &extras))
+        .replace(
+            &one,
+            &q.server,
+            &q.name,
+            &conf,
+            &attributes(&q.name, &extras),
+        )
         .await
         .map_err(conf_error)?;
     Ok(StatusCode::OK)
@@ -678,8 +686,9 @@ async fn destroy(
 ) -> Result<StatusCode> {
     let user = admin(&app, &headers)?;
     let q = find(&app, &user, &id)?;
+    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     app.queues_conf
-        .destroy(&q.server, &q.name)
+        .destroy(&one, &q.server, &q.name)
         .await
         .map_err(conf_error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -896,6 +905,7 @@ async fn set_agents(
     if !problems.is_empty() {
         return Err(invalid_fields(&["items"], problems.join("; ")));
     }
+    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     let mut conf = app
         .queues_conf
         .managed(&q.server, &q.name)
@@ -903,7 +913,7 @@ async fn set_agents(
         .map_err(conf_error)?;
     conf.members = members;
     app.queues_conf
-        .replace(&q.server, &q.name, &conf, &[])
+        .replace(&one, &q.server, &q.name, &conf, &[])
         .await
         .map_err(conf_error)?;
     Ok(StatusCode::OK)
