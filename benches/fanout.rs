@@ -171,6 +171,7 @@ fn main() -> anyhow::Result<()> {
                 roles: Vec::new(),
                 server: None,
                 queues: vec!["support".into()],
+                penalty: None,
             })
             .collect();
         let directory = Directory::new(&users, &[], &["pbx1"]).map_err(|e| anyhow::anyhow!(e.message))?;

@@ -77,7 +77,7 @@ queuebridge is running against a real Asterisk, and calls are flowing through "s
   Live changes (SSE):  curl -N -H 'Authorization: Bearer $token' http://127.0.0.1:$http_port/api/v1/events
   All queues (JSON):   curl -H 'Authorization: Bearer $token' http://127.0.0.1:$http_port/api/v1/queues
   One queue:           curl -H 'Authorization: Bearer $token' http://127.0.0.1:$http_port/api/v1/queues/sales
-  Health:              curl http://127.0.0.1:$http_port/healthz
+  Health:              curl -H "Authorization: Bearer $token" http://127.0.0.1:$http_port/healthz
   Logs:                $work/queuebridge.log, $work/asterisk.log
 
 A summary follows every 3 seconds. Ctrl-C stops the demo.

@@ -51,6 +51,10 @@ pub struct UserConfig {
     /// Queues the user may log in to as a dynamic agent.
     #[serde(default)]
     pub queues: Vec<String>,
+    /// The penalty the user logs in with; 0 when absent. Only a supervisor may log someone in
+    /// with another one.
+    #[serde(default)]
+    pub penalty: Option<i64>,
 }
 
 /// One `[[pause_reasons]]` entry.
@@ -77,6 +81,8 @@ pub struct User {
     pub admin: bool,
     pub server: String,
     pub queues: BTreeSet<String>,
+    /// The penalty the user logs in with.
+    pub penalty: i64,
 }
 
 impl User {
@@ -172,6 +178,9 @@ impl Directory {
             if u.interface.is_empty() {
                 return Err(err(key("interface"), "must not be empty"));
             }
+            if u.penalty.is_some_and(|p| !(0..=1_000_000).contains(&p)) {
+                return Err(err(key("penalty"), "must be between 0 and 1000000"));
+            }
             let server = match &u.server {
                 Some(s) if servers.contains(&s.as_str()) => s.clone(),
                 Some(_) => return Err(err(key("server"), "names no [[ami]] id")),
@@ -204,6 +213,7 @@ impl Directory {
                 admin,
                 server,
                 queues: u.queues.iter().cloned().collect(),
+                penalty: u.penalty.unwrap_or(0),
             };
             if by_name.insert(u.name.clone(), Arc::new(user)).is_some() {
                 return Err(err(key("name"), "duplicate user name"));
@@ -247,14 +257,30 @@ impl Directory {
             .find(|u| u.server == server && u.interface == interface)
     }
 
-    /// The user if `password` is theirs. Runs argon2: call it off the async reactor.
+    /// The user if `password` is theirs. Runs argon2: call it off the async reactor (through
+    /// [`crate::http::auth::Logins`], which bounds and throttles it).
+    ///
+    /// An unknown name costs the same argon2 run against a hash of nobody's password, so the
+    /// answer's timing does not tell whether a user exists.
     pub fn authenticate(&self, name: &str, password: &str) -> Option<Arc<User>> {
-        let user = self.users.get(name)?;
-        let hash = PasswordHash::new(&user.password_hash).ok()?;
-        Argon2::default()
+        let user = self.users.get(name);
+        let phc = user.map_or(NOBODY.as_str(), |u| u.password_hash.as_str());
+        let hash = PasswordHash::new(phc).ok()?;
+        let ok = Argon2::default()
             .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-            .then(|| user.clone())
+            .is_ok();
+        user.filter(|_| ok).cloned()
+    }
+
+    /// The login name of a user given by name or by extension number (PortSIP accepts both).
+    pub fn login_name<'a>(&'a self, given: &'a str) -> &'a str {
+        if self.users.contains_key(given) {
+            return given;
+        }
+        self.users
+            .values()
+            .find(|u| !u.number().is_empty() && u.number() == given)
+            .map_or(given, |u| u.name.as_str())
     }
 
     /// The configured pause reasons, in order.
@@ -284,6 +310,17 @@ impl Directory {
 /// Not-ready states an agent can be put in by name (PortSIP's agent statuses), always accepted
 /// as pause reasons: a paused member whose reason is one of them reads back in that state.
 pub const AGENT_STATES: [&str; 4] = ["NOT_READY", "WRAP_UP", "BREAK", "LUNCH"];
+
+/// The hash an unknown user's password is checked against: made once, of a random password,
+/// with the same parameters as every user's.
+static NOBODY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    hash_password(&crate::tokens::random_token()).unwrap_or_else(|_| {
+        // Hashing a 32-character password with a fresh salt cannot fail; should it, this
+        // fixed hash of a random password has the same parameters.
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk"
+            .to_owned()
+    })
+});
 
 /// Hashes a password for `[[users]] password_hash` (argon2id, random salt, PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -399,6 +436,7 @@ pub(crate) fn test_user(name: &str, roles: &[&str], queues: &[&str]) -> UserConf
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         server: None,
         queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        penalty: None,
     }
 }
 

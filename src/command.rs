@@ -50,7 +50,9 @@ pub enum Command {
         interface: String,
         member_name: String,
         state_interface: String,
-        penalty: i64,
+        /// `None`: the penalty the member usually has (the user's `penalty`, else 0). Only a
+        /// supervisor may choose another one.
+        penalty: Option<i64>,
         /// Log in paused, with this reason.
         paused: Option<String>,
     },
@@ -182,7 +184,24 @@ impl Commands {
             .servers
             .handle(server)
             .ok_or_else(|| fail(Code::NoSuchServer, format!("no server {server:?}")))?;
-        let command = self.validate(command)?;
+        if let (
+            Principal::User(u),
+            Command::Login {
+                penalty: Some(p), ..
+            },
+        ) = (who, &command)
+        {
+            if !u.supervisor && *p != u.penalty {
+                return Err(fail(
+                    Code::Forbidden,
+                    format!(
+                        "a penalty is a supervisor's decision: {} logs in with penalty {}",
+                        u.name, u.penalty
+                    ),
+                ));
+            }
+        }
+        let command = self.validate(server, command)?;
         let (queue, interface, action) = command.target();
         self.hub.read(|s| {
             if !s.servers.get(server).is_some_and(|srv| srv.link.connected) {
@@ -305,7 +324,7 @@ impl Commands {
     }
 
     /// Checks arguments and resolves the pause reason against the configured list.
-    fn validate(&self, mut command: Command) -> Result<Command, CommandError> {
+    fn validate(&self, server: &str, mut command: Command) -> Result<Command, CommandError> {
         let (queue, interface, _) = command.target();
         if interface.trim().is_empty() {
             return Err(fail(Code::InvalidArgument, "interface must not be empty"));
@@ -321,8 +340,27 @@ impl Commands {
                 "queue, interface, names and reasons must not contain NUL",
             ));
         }
+        if let Command::Login {
+            penalty: penalty @ None,
+            interface,
+            ..
+        } = &mut command
+        {
+            let directory = self.access.directory();
+            *penalty = Some(
+                directory
+                    .by_interface(server, interface)
+                    .map_or(0, |u| u.penalty),
+            );
+        }
         match &mut command {
-            Command::Login { penalty, .. } | Command::Penalty { penalty, .. } if *penalty < 0 => {
+            Command::Login {
+                penalty: Some(penalty),
+                ..
+            }
+            | Command::Penalty { penalty, .. }
+                if *penalty < 0 =>
+            {
                 return Err(fail(Code::InvalidArgument, "penalty must be 0 or more"));
             }
             Command::Login {
@@ -425,7 +463,7 @@ impl Command {
                 let mut a = action
                     .with("Queue", queue)
                     .with("Interface", interface)
-                    .with("Penalty", &penalty.to_string());
+                    .with("Penalty", &penalty.unwrap_or(0).to_string());
                 if !member_name.is_empty() {
                     a = a.with("MemberName", member_name);
                 }

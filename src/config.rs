@@ -164,6 +164,9 @@ pub struct HttpConfig {
     /// Most SSE streams open at once.
     #[serde(default = "default_max_streams")]
     pub max_event_streams: usize,
+    /// Most password checks (argon2, ~19 MiB each) running at once, over all dialects.
+    #[serde(default = "default_max_password_checks")]
+    pub max_password_checks: usize,
 }
 
 /// One `[[queues]]` entry: a fixed id for a queue.
@@ -198,6 +201,9 @@ fn default_max_frame() -> usize {
 }
 fn default_max_streams() -> usize {
     256
+}
+fn default_max_password_checks() -> usize {
+    crate::http::auth::DEFAULT_MAX_CHECKS
 }
 fn default_xmpp_ping() -> f64 {
     30.0
@@ -293,6 +299,12 @@ impl Config {
             return Err(invalid(
                 "http.max_event_streams".into(),
                 &format!("must be between 1 and {MAX_EVENT_STREAMS}"),
+            ));
+        }
+        if !(1..=64).contains(&self.http.max_password_checks) {
+            return Err(invalid(
+                "http.max_password_checks".into(),
+                "must be between 1 and 64",
             ));
         }
         if !(1..=36_500).contains(&self.history.retention_days) {

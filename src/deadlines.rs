@@ -240,7 +240,7 @@ impl Deadline {
                 interface: self.interface.clone(),
                 member_name: member_name.clone(),
                 state_interface: state_interface.clone(),
-                penalty: *penalty,
+                penalty: Some(*penalty),
                 paused: None,
             },
         }

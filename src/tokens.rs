@@ -1,7 +1,10 @@
 //! Bearer tokens of the vendor dialects: random, in memory, with lifetimes and a cap per user.
 //!
 //! A token names a user, not a copy of the user: every request resolves the name in the current
-//! directory, so a user removed by a reload loses access at once. Tokens live in memory only; a
+//! directory, so a user removed by a reload loses access at once. An access token and the
+//! refresh token issued with it are a pair: signing out with one ends both. A user holds at most
+//! `per_user` live tokens of each kind: beyond that, issuing an access token is refused, and
+//! issuing a refresh token drops the user's oldest. Tokens live in memory only; a
 //! restart of queuebridge signs everyone out, as a PBX restart does.
 
 use std::collections::HashMap;
@@ -22,6 +25,8 @@ struct Entry {
     user: String,
     kind: Kind,
     expires: Instant,
+    /// The other token of the pair it was issued in.
+    pair: Option<String>,
 }
 
 /// Why a token could not be issued.
@@ -76,12 +81,34 @@ impl Tokens {
         Ok(Self::insert(&mut entries, user, Kind::Access, now + ttl))
     }
 
-    /// Issues a refresh token for `user`, valid for `ttl` (not capped: each is spent on use).
-    pub fn issue_refresh(&self, user: &str, ttl: Duration) -> String {
+    /// Issues an access token (valid for `access_ttl`) and a refresh token (`refresh_ttl`) for
+    /// `user` as a pair, unless the user already has `per_user` live access tokens.
+    pub fn issue_pair(
+        &self,
+        user: &str,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Result<(String, String), TooMany> {
+        let access = self.issue_access(user, access_ttl)?;
         let now = Instant::now();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.expires > now);
-        Self::insert(&mut entries, user, Kind::Refresh, now + ttl)
+        let mine: Vec<(Instant, String)> = entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::Refresh && e.user == user)
+            .map(|(t, e)| (e.expires, t.clone()))
+            .collect();
+        if mine.len() >= self.per_user {
+            if let Some((_, oldest)) = mine.into_iter().min() {
+                entries.remove(&oldest);
+            }
+        }
+        let refresh = Self::insert(&mut entries, user, Kind::Refresh, now + refresh_ttl);
+        for (token, other) in [(&access, &refresh), (&refresh, &access)] {
+            if let Some(e) = entries.get_mut(token) {
+                e.pair = Some(other.clone());
+            }
+        }
+        Ok((access, refresh))
     }
 
     fn insert(
@@ -95,6 +122,7 @@ impl Tokens {
             user: user.to_owned(),
             kind,
             expires,
+            pair: None,
         };
         entries.insert(token.clone(), entry);
         token
@@ -128,10 +156,31 @@ impl Tokens {
         before - entries.len()
     }
 
-    /// Revokes a token; true when it was live.
+    /// Revokes a token and the other token of its pair (sign-out); true when it was live.
     pub fn revoke(&self, token: &str) -> bool {
         let now = Instant::now();
-        self.lock().remove(token).is_some_and(|e| e.expires > now)
+        let mut entries = self.lock();
+        let Some(e) = entries.remove(token) else {
+            return false;
+        };
+        if let Some(pair) = &e.pair {
+            entries.remove(pair);
+        }
+        e.expires > now
+    }
+
+    /// Spends a refresh token: it alone ends (the access token of its pair lives on); true when
+    /// it was live.
+    pub fn spend(&self, token: &str) -> bool {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let Some(e) = entries.remove(token) else {
+            return false;
+        };
+        if let Some(other) = e.pair.as_ref().and_then(|p| entries.get_mut(p)) {
+            other.pair = None;
+        }
+        e.expires > now
     }
 }
 
@@ -153,10 +202,47 @@ mod tests {
         assert_eq!(t.user(&a, Kind::Access), None);
         assert!(t.issue_access("u", Duration::from_secs(60)).is_ok());
         let gone = t.issue_access("w", Duration::ZERO).unwrap();
-        let r = t.issue_refresh("u", Duration::from_secs(60));
-        assert_eq!(t.user(&r, Kind::Refresh).as_deref(), Some("u"));
+        let (_, r) = t
+            .issue_pair("v", Duration::from_secs(60), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(t.user(&r, Kind::Refresh).as_deref(), Some("v"));
         assert_eq!(t.user(&gone, Kind::Access), None);
         assert_ne!(random_token(), random_token());
         assert_eq!(random_token().len(), 32);
+    }
+
+    #[test]
+    fn signing_out_ends_the_pair_and_refresh_tokens_are_capped() {
+        let t = Tokens::new(2);
+        let ttl = Duration::from_secs(60);
+        let (a, r) = t.issue_pair("u", ttl, ttl).unwrap();
+        assert!(t.revoke(&a));
+        assert_eq!(
+            t.user(&r, Kind::Refresh),
+            None,
+            "sign-out ends the refresh token"
+        );
+        let (a, r) = t.issue_pair("u", ttl, ttl).unwrap();
+        assert!(t.spend(&r));
+        assert_eq!(
+            t.user(&a, Kind::Access).as_deref(),
+            Some("u"),
+            "a refresh keeps it"
+        );
+        assert!(t.revoke(&a));
+        // Refresh tokens outlive their access tokens; the oldest goes beyond the cap.
+        let mut refresh = Vec::new();
+        for _ in 0..5 {
+            let (a, r) = t.issue_pair("u", ttl, ttl).unwrap();
+            t.spend(&a);
+            refresh.push(r);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let live = refresh
+            .iter()
+            .filter(|r| t.user(r, Kind::Refresh).is_some())
+            .count();
+        assert_eq!(live, 2);
+        assert!(t.user(&refresh[4], Kind::Refresh).is_some());
     }
 }

@@ -269,12 +269,27 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         "ISO date with milliseconds"
     );
 
-    // Join (self, priority 3 = penalty 2), visible in Asterisk.
+    // An agent cannot choose their own priority (penalty): that is a supervisor's decision,
+    // in every front end; nothing reaches Asterisk.
     let (s, v) = tx
         .call(
             Method::POST,
             &format!("/pbx/queue/{SALES}/member?token={agent}"),
             Some(json!({"priority": 3})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (403, json!("access_denied")),
+        "{v}"
+    );
+    assert!(driver.member("sales", AGENT3).await.is_none());
+    // Join (self, with the configured penalty 0 = priority 1), visible in Asterisk.
+    let (s, v) = tx
+        .call(
+            Method::POST,
+            &format!("/pbx/queue/{SALES}/member?token={agent}"),
+            Some(json!({})),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -285,7 +300,7 @@ async fn queue_callers_members_and_history_equal_asterisk() {
             me["priority"].clone(),
             me["permanent"].clone()
         ),
-        (json!("Thomas Weber"), json!(3), json!(false))
+        (json!("Thomas Weber"), json!(1), json!(false))
     );
     let m = driver
         .member("sales", AGENT3)
@@ -293,7 +308,7 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         .expect("joined in Asterisk");
     assert_eq!(
         (m.get("Membership"), m.get("Penalty")),
-        (Some("dynamic"), Some("2"))
+        (Some("dynamic"), Some("0"))
     );
     let member_id = me["_id"].as_str().expect("_id").to_owned();
 

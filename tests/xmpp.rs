@@ -471,6 +471,11 @@ async fn seed_commands_and_events_equal_asterisk() {
             "invalid penalty",
         ),
         (r#"<AgentLogin queue=""/>"#, "no queue given"),
+        // The same rule as every front end: an agent does not choose their penalty.
+        (
+            r#"<AgentLogin queue="sales" penalty="5"/>"#,
+            "a penalty is a supervisor's decision",
+        ),
         (
             r#"<AgentPause queue="nosuch" reason=""/>"#,
             "no queue nosuch",

@@ -46,8 +46,9 @@ pub struct LoginBody {
     member_name: String,
     #[serde(default)]
     state_interface: String,
+    /// Absent: the penalty of the user whose interface it is, else 0.
     #[serde(default)]
-    penalty: i64,
+    penalty: Option<i64>,
     #[serde(default)]
     paused: bool,
     #[serde(default)]

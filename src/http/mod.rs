@@ -13,6 +13,7 @@
 //!
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
+pub mod auth;
 mod error;
 pub mod members;
 pub mod portsip;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub token: Arc<RwLock<Arc<str>>>,
     /// One permit per open SSE stream.
     pub streams: Arc<Semaphore>,
+    /// Password checks of every dialect's login: bounded and throttled.
+    pub logins: Arc<auth::Logins>,
     /// Cancelled at shutdown: SSE streams end cleanly.
     pub shutdown: CancellationToken,
 }
@@ -92,6 +95,7 @@ impl AppState {
             queues_conf: QueuesConf::new(parts.servers.clone(), parts.hub.clone()),
             token: Arc::new(RwLock::new(Arc::from(config.http.token.as_str()))),
             streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
+            logins: Arc::new(auth::Logins::new(config.http.max_password_checks)),
             shutdown,
         }
     }
@@ -150,21 +154,28 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+        .map(str::trim)
+}
+
+async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    match bearer(req.headers()) {
         Some(t) if same_secret(t.as_bytes(), app.api_token().as_bytes()) => next.run(req).await,
         Some(_) => ApiError::Unauthorized("invalid bearer token").into_response(),
         None => ApiError::Unauthorized("missing bearer token").into_response(),
     }
 }
 
-async fn healthz(State(app): State<AppState>) -> Response {
+/// `GET /healthz`: 200 or 503 for anyone (a load balancer or systemd probe needs no secret);
+/// the links' details — server ids and failure reasons — only with the API token.
+async fn healthz(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let detailed =
+        bearer(&headers).is_some_and(|t| same_secret(t.as_bytes(), app.api_token().as_bytes()));
     let (ok, servers) = app.hub.read(|s| {
         let servers: Vec<_> = s
             .servers
@@ -178,7 +189,10 @@ async fn healthz(State(app): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "servers": servers });
+    let mut body = json!({ "status": if ok { "ok" } else { "unavailable" } });
+    if detailed {
+        body["servers"] = servers.into();
+    }
     (status, Json(body)).into_response()
 }
 

@@ -28,6 +28,7 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
 use crate::ami::client::now_secs;
@@ -222,25 +223,27 @@ fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Erro
 
 async fn login_post(
     State(app): State<AppState>,
+    Source(source): Source,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Response {
     match body {
-        Ok(Json(l)) => login(app, l).await,
+        Ok(Json(l)) => login(app, source, l).await,
         Err(e) => bad_request(e.body_text()).into_response(),
     }
 }
 
 async fn login_get(
     State(app): State<AppState>,
+    Source(source): Source,
     query: Result<Query<Login>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     match query {
-        Ok(Query(l)) => login(app, l).await,
+        Ok(Query(l)) => login(app, source, l).await,
         Err(e) => bad_request(e.body_text()).into_response(),
     }
 }
 
-async fn login(app: AppState, l: Login) -> Response {
+async fn login(app: AppState, source: std::net::IpAddr, l: Login) -> Response {
     let (Some(username), Some(password)) = (
         l.username.filter(|u| !u.is_empty()),
         l.password.filter(|p| !p.is_empty()),
@@ -248,18 +251,29 @@ async fn login(app: AppState, l: Login) -> Response {
         return bad_request("username and password are required").into_response();
     };
     let directory = app.commands.access().directory();
-    // argon2 is deliberately slow: keep it off the reactor.
-    let user = tokio::task::spawn_blocking(move || directory.authenticate(&username, &password))
+    let user = match app
+        .logins
+        .check(directory, &username, password, source)
         .await
-        .ok()
-        .flatten();
-    let Some(user) = user else {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "credentials_invalid",
-            "wrong username or password",
-        )
-        .into_response();
+    {
+        Ok(u) => u,
+        Err(LoginError::Wrong) => {
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "credentials_invalid",
+                "wrong username or password",
+            )
+            .into_response()
+        }
+        Err(e) => {
+            let secs = e.retry_after_secs();
+            let body = err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many logins; try again in {secs} s"),
+            );
+            return ([(header::RETRY_AFTER, secs.to_string())], body).into_response();
+        }
     };
     let ttl = if l.persist { PERSIST_TTL } else { TOKEN_TTL };
     let Ok(token) = app.telecomx_tokens.issue_access(&user.name, ttl) else {
@@ -653,7 +667,7 @@ async fn join(
             access_denied("permanent needs MANAGER")
         });
     }
-    let penalty = penalty(r.priority)?.unwrap_or(0);
+    let penalty = penalty(r.priority)?;
     let agent = extension_user(&app, &me, r.extension.as_deref())?;
     let (server, queue) = with_queue(&app, &who, &id, |q| {
         (q.server.to_string(), q.name.to_string())

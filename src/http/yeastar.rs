@@ -38,6 +38,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
 use crate::ami::client::now_secs;
@@ -150,10 +151,9 @@ fn caller(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>,
 
 fn issue_pair(app: &AppState, user: &str) -> Answer {
     let tokens = &app.yeastar_tokens;
-    let Ok(access) = tokens.issue_access(user, ACCESS_TTL) else {
+    let Ok((access, refresh)) = tokens.issue_pair(user, ACCESS_TTL, REFRESH_TTL) else {
         return error(10005, "TOO MANY TOKENS");
     };
-    let refresh = tokens.issue_refresh(user, REFRESH_TTL);
     success(json!({
         "access_token_expire_time": ACCESS_TTL.as_secs(),
         "access_token": access,
@@ -170,6 +170,7 @@ struct Credentials {
 
 async fn get_token(
     State(app): State<AppState>,
+    Source(source): Source,
     body: Result<Json<Credentials>, JsonRejection>,
 ) -> Answer {
     let Ok(Json(c)) = body else {
@@ -182,18 +183,21 @@ async fn get_token(
         return parameter_error("password", "required");
     };
     let directory = app.commands.access().directory();
-    // argon2 is deliberately slow: keep it off the reactor.
-    let name = username.clone();
-    let user = tokio::task::spawn_blocking(move || directory.authenticate(&name, &password))
+    match app
+        .logins
+        .check(directory, &username, password, source)
         .await
-        .ok()
-        .flatten();
-    match user {
-        Some(u) => issue_pair(&app, &u.name),
-        None => Answer(json!({
+    {
+        Ok(u) => issue_pair(&app, &u.name),
+        Err(LoginError::Wrong) => Answer(json!({
             "errcode": -1,
             "errmsg": "FAILURE",
             "invalid_param_list": [{ "field": "username or password", "value": "error" }],
+        })),
+        Err(e) => Answer(json!({
+            "errcode": 10006,
+            "errmsg": "TRY AGAIN LATER",
+            "submsg": format!("too many logins; try again in {} s", e.retry_after_secs()),
         })),
     }
 }
@@ -216,10 +220,11 @@ async fn refresh_token(
     let Some(user) = app.yeastar_tokens.user(&token, Kind::Refresh) else {
         return token_expired();
     };
-    if app.commands.access().directory().user(&user).is_none() {
+    // Spent once: of two requests racing with the same token, one gets a new pair.
+    if app.commands.access().directory().user(&user).is_none() || !app.yeastar_tokens.spend(&token)
+    {
         return token_expired();
     }
-    app.yeastar_tokens.revoke(&token);
     issue_pair(&app, &user)
 }
 
@@ -419,7 +424,7 @@ async fn login(
             interface: iface.to_owned(),
             member_name: agent.display_name.clone(),
             state_interface: agent.state_interface.clone(),
-            penalty: 0,
+            penalty: None,
             paused: r.paused.then(|| r.reason.clone()),
         };
         run(app, who, agent, command).await?;

@@ -566,10 +566,10 @@ fn agent_command(
         ("AgentLogin", None) => {
             let penalty =
                 match req.attr("penalty").trim() {
-                    "" => 0,
-                    p => p.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+                    "" => None,
+                    p => Some(p.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
                         format!("invalid penalty {p:?}: a whole number, 0 or more")
-                    })?,
+                    })?),
                 };
             Command::Login {
                 queue: queue.clone(),

@@ -18,6 +18,7 @@ mod queues;
 mod servers;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::User;
 use crate::command::{Code, CommandError};
@@ -220,31 +222,40 @@ fn role(u: &User) -> &'static str {
     }
 }
 
-/// Checks a password off the reactor; the user may give their name or extension number.
-async fn authenticate(app: &AppState, username: &str, password: &str) -> Option<Arc<User>> {
+/// Checks a password (bounded and throttled: [`crate::http::auth`]); the user may give their
+/// name or extension number. Wrong credentials are `bad`; a login refused for load or
+/// throttling is `429 TOO_MANY_REQUESTS` with `detail.retry_after` in seconds.
+async fn authenticate(
+    app: &AppState,
+    source: IpAddr,
+    username: &str,
+    password: &str,
+    bad: impl FnOnce() -> Error,
+) -> Result<Arc<User>> {
     let directory = app.commands.access().directory();
-    let name = directory
-        .user(username)
-        .or_else(|| {
-            directory
-                .users()
-                .find(|u| !u.number().is_empty() && u.number() == username)
-        })?
-        .name
-        .clone();
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || directory.authenticate(&name, &password))
+    match app
+        .logins
+        .check(directory, username, password.to_owned(), source)
         .await
-        .ok()
-        .flatten()
+    {
+        Ok(u) => Ok(u),
+        Err(LoginError::Wrong) => Err(bad()),
+        Err(e) => Err(Error {
+            detail: Some(json!({ "retry_after": e.retry_after_secs() })),
+            ..error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                format!("too many logins; try again in {} s", e.retry_after_secs()),
+            )
+        }),
+    }
 }
 
 fn tokens_for(app: &AppState, user: &str) -> Result<Json<Value>> {
-    let access = app
+    let (access, refresh) = app
         .portsip_tokens
-        .issue_access(user, ACCESS_TTL)
+        .issue_pair(user, ACCESS_TTL, REFRESH_TTL)
         .map_err(|_| invalid("too many live tokens for this user: sign out first"))?;
-    let refresh = app.portsip_tokens.issue_refresh(user, REFRESH_TTL);
     Ok(Json(json!({
         "token_type": "Bearer",
         "access_token": access,
@@ -264,12 +275,14 @@ struct SignIn {
 
 async fn sign_in(
     State(app): State<AppState>,
+    Source(source): Source,
     b: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Json<Value>> {
     let b = body(b)?;
-    let user = authenticate(&app, &b.username, &b.password)
-        .await
-        .ok_or_else(|| unauthorized("Login failed, authentication error"))?;
+    let user = authenticate(&app, source, &b.username, &b.password, || {
+        unauthorized("Login failed, authentication error")
+    })
+    .await?;
     tokens_for(&app, &user.name)
 }
 
@@ -282,8 +295,8 @@ fn refresh(app: &AppState, token: &str) -> Result<Json<Value>> {
     let user = app
         .portsip_tokens
         .user(token, Kind::Refresh)
+        .filter(|_| app.portsip_tokens.spend(token))
         .ok_or_else(|| unauthorized("invalid or expired refresh token"))?;
-    app.portsip_tokens.revoke(token);
     tokens_for(app, &user)
 }
 
@@ -337,6 +350,7 @@ struct OAuthForm {
 /// the page's sample shows.
 async fn oauth_token(
     State(app): State<AppState>,
+    Source(source): Source,
     form: Result<Form<OAuthForm>, FormRejection>,
 ) -> Result<Json<Value>> {
     let Form(f) = form.map_err(|e| invalid(e.body_text()))?;
@@ -358,7 +372,7 @@ async fn oauth_token(
                     "username and password are required",
                 ));
             };
-            let user = authenticate(&app, &u, &p).await.ok_or_else(login_failed)?;
+            let user = authenticate(&app, source, &u, &p, login_failed).await?;
             tokens_for(&app, &user.name)
         }
         "refresh_token" => {

@@ -976,7 +976,7 @@ async fn set_status(
             interface: u.interface.clone(),
             member_name: u.display_name.clone(),
             state_interface: u.state_interface.clone(),
-            penalty: 0,
+            penalty: None,
             paused,
         })
     };
