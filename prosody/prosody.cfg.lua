@@ -14,6 +14,8 @@ authentication = "internal_hashed"
 -- Plain c2s on a private network for the demo and the tests; give Prosody certificates and
 -- require encryption anywhere else.
 c2s_require_encryption = false
+-- What one client may send in one stanza (Prosody's default is 256 KiB); pascom commands are tiny.
+c2s_stanza_size_limit = 64 * 1024
 log = { { levels = { min = "@LOG_LEVEL@" }, to = "file", filename = "@LOG@" } }
 
 VirtualHost "@DOMAIN@"

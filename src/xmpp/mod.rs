@@ -60,8 +60,9 @@ use self::sessions::Sessions;
 pub const OUTBOUND_QUEUE: usize = 8192;
 /// Commands running at once; more are answered with `base.Failure` at once.
 pub const MAX_COMMANDS: usize = 256;
-/// Commands of one client session running at once, so one client cannot take every slot.
-pub const MAX_COMMANDS_PER_SESSION: usize = 8;
+/// Commands of one user running at once, over all their sessions (resources), so one user
+/// cannot take every slot, however many resources they open.
+pub const MAX_COMMANDS_PER_USER: usize = 8;
 /// The longest a command may take before its answer is a `base.Failure` (Asterisk's action
 /// timeout and the confirmation wait fit inside).
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
@@ -69,6 +70,9 @@ pub const COMMAND_DEADLINE: Duration = Duration::from_secs(20);
 const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Stanzas written before the link flushes.
 const WRITE_BATCH: usize = 256;
+/// The longest a write to the XMPP server may take: a server that stops reading is a lost link
+/// (reconnect), not a wedged one that also holds up the shutdown.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Stream = XmlStream<<TcpServerConnector as ServerConnector>::Stream, FallibleStreamElement>;
 
@@ -87,30 +91,31 @@ pub struct Front {
     commands_in_flight: Arc<Semaphore>,
     /// Set when a shutdown begins: new commands are refused.
     draining: AtomicBool,
-    /// Commands running per client session.
-    session_commands: Mutex<HashMap<FullJid, usize>>,
+    /// Commands running per user (bare JID).
+    session_commands: Mutex<HashMap<BareJid, usize>>,
 }
 
-/// A running command's place: one of [`MAX_COMMANDS`] and one of its session's
-/// [`MAX_COMMANDS_PER_SESSION`], given back when dropped.
+/// A running command's place: one of [`MAX_COMMANDS`] and one of its user's
+/// [`MAX_COMMANDS_PER_USER`], given back when dropped.
 struct Slot {
     front: Arc<Front>,
-    from: FullJid,
+    user: BareJid,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Slot {
     fn take(front: &Arc<Front>, from: &FullJid) -> Option<Self> {
         let permit = front.commands_in_flight.clone().try_acquire_owned().ok()?;
+        let user = from.to_bare();
         let mut running = front.session_commands();
-        let n = running.entry(from.clone()).or_default();
-        if *n >= MAX_COMMANDS_PER_SESSION {
+        let n = running.entry(user.clone()).or_default();
+        if *n >= MAX_COMMANDS_PER_USER {
             return None;
         }
         *n += 1;
         Some(Slot {
             front: front.clone(),
-            from: from.clone(),
+            user,
             _permit: permit,
         })
     }
@@ -119,10 +124,10 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut running = self.front.session_commands();
-        if let Some(n) = running.get_mut(&self.from) {
+        if let Some(n) = running.get_mut(&self.user) {
             *n -= 1;
             if *n == 0 {
-                running.remove(&self.from);
+                running.remove(&self.user);
             }
         }
     }
@@ -172,7 +177,7 @@ impl Front {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn session_commands(&self) -> MutexGuard<'_, HashMap<FullJid, usize>> {
+    fn session_commands(&self) -> MutexGuard<'_, HashMap<BareJid, usize>> {
         self.session_commands
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -331,7 +336,7 @@ impl Front {
             from: Some(self.component.clone()),
             to: Some(to),
             id,
-            error: StanzaError::new(kind, condition, "en", text),
+            error: StanzaError::new(kind, condition, "en", pascom::xml_safe(text)),
             payload: None,
         });
         if self
@@ -791,8 +796,10 @@ async fn serve(
             }
             stanza = out_rx.recv() => {
                 let Some(stanza) = stanza else { return "outbound queue closed".into() };
-                if let Err(e) = write_batch(&mut stream, stanza, out_rx).await {
-                    return format!("write failed: {e}");
+                match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut stream, stanza, out_rx)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return format!("write failed: {e}"),
+                    Err(_) => return format!("write timed out after {} s: the server stopped reading", WRITE_TIMEOUT.as_secs()),
                 }
             }
             item = stream.next() => match item {
@@ -812,8 +819,11 @@ async fn serve(
                         id: format!("qb-ping-{pings}"),
                         payload: Element::bare("ping", ns::PING),
                     };
-                    if let Err(e) = stream.send(&XmppStreamElement::Stanza(Stanza::Iq(ping))).await {
-                        return format!("ping failed: {e}");
+                    let sent = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&XmppStreamElement::Stanza(Stanza::Iq(ping)))).await;
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return format!("ping failed: {e}"),
+                        Err(_) => return "ping write timed out: the server stopped reading".into(),
                     }
                 }
                 Some(Err(ReadError::HardError(e))) => return format!("read failed: {e}"),
@@ -833,9 +843,14 @@ async fn write_batch(
     let mut next = Some(first);
     let mut written = 0;
     while let Some(item) = next.take() {
-        match item {
-            Outbound::Stanza(s) => stream.feed(&XmppStreamElement::Stanza(*s)).await?,
-            Outbound::Headline(h) => SinkExt::<&Headline>::feed(stream, &h).await?,
+        if let Err(e) = item.check() {
+            // Skipped alone: written, it would break the stream for every client.
+            warn!(%e, "stanza not serializable: skipped");
+        } else {
+            match item {
+                Outbound::Stanza(s) => stream.feed(&XmppStreamElement::Stanza(*s)).await?,
+                Outbound::Headline(h) => SinkExt::<&Headline>::feed(stream, &h).await?,
+            }
         }
         written += 1;
         if written < WRITE_BATCH {
@@ -889,12 +904,15 @@ domain = "example.test"
     }
 
     #[test]
-    fn one_session_cannot_take_every_command_slot() {
+    fn one_user_cannot_take_every_command_slot_with_many_resources() {
         let front = front();
         let a = FullJid::new("anna@example.test/a").expect("jid");
         let b = FullJid::new("boss@example.test/b").expect("jid");
-        let mut slots: Vec<Slot> = (0..MAX_COMMANDS_PER_SESSION)
-            .map(|_| Slot::take(&front, &a).expect("a slot"))
+        let mut slots: Vec<Slot> = (0..MAX_COMMANDS_PER_USER)
+            .map(|i| {
+                let resource = FullJid::new(&format!("anna@example.test/r{i}")).expect("jid");
+                Slot::take(&front, &resource).expect("a slot")
+            })
             .collect();
         assert!(Slot::take(&front, &a).is_none());
         let other = Slot::take(&front, &b).expect("another session's slot");

@@ -29,12 +29,41 @@ pub enum Outbound {
 pub struct Payload(Vec<Item<'static>>);
 
 impl Payload {
+    /// The payload's items, checked once (for all its recipients) to serialize: one that would
+    /// not is an error here, never a failed write in the middle of the link's stream.
     pub fn new(element: &Element) -> Result<Arc<Self>, Error> {
         let items = element
             .as_xml_iter()?
             .map(|i| i.map(Item::into_owned))
             .collect::<Result<Vec<_>, _>>()?;
+        encodable(items.iter().map(|i| Ok(reborrow(i))))?;
         Ok(Arc::new(Self(items)))
+    }
+}
+
+/// Whether these items serialize, tried on a scratch buffer. A stanza that fails half-way
+/// through the real stream would leave half an element there and break the stream for every
+/// client; tried first, it is skipped alone.
+pub fn encodable<'x>(items: impl Iterator<Item = Result<Item<'x>, Error>>) -> Result<(), Error> {
+    let mut encoder = tokio_xmpp::minidom::rxml::writer::Encoder::new();
+    let mut scratch = bytes::BytesMut::new();
+    for item in items {
+        encoder
+            .encode_into_bytes(item?.as_rxml_item(), &mut scratch)
+            .map_err(|_| Error::Other("the stanza does not serialize as XML"))?;
+        scratch.clear();
+    }
+    Ok(())
+}
+
+impl Outbound {
+    /// Whether the link can write it (see [`encodable`]); headlines were checked with their
+    /// payload.
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            Outbound::Stanza(s) => encodable(s.as_xml_iter()?),
+            Outbound::Headline(_) => Ok(()),
+        }
     }
 }
 
@@ -159,5 +188,21 @@ mod tests {
         );
         let parse = |s: &str| s.parse::<Element>().expect(s);
         assert_eq!(parse(&ours), parse(&theirs), "{ours}\n{theirs}");
+    }
+
+    #[test]
+    fn what_would_not_serialize_is_found_before_the_stream() {
+        let mut bad = Element::bare("x", "urn:test");
+        bad.append_text("Eve\u{1}");
+        assert!(Payload::new(&bad).is_err());
+        let stanza = Outbound::Stanza(Box::new(Stanza::Message({
+            let mut m = Message::headline(Some(Jid::new("a@b/c").expect("jid")));
+            m.payloads.push(bad);
+            m
+        })));
+        assert!(stanza.check().is_err());
+        let mut good = Element::bare("x", "urn:test");
+        good.append_text("Eve");
+        assert!(Payload::new(&good).is_ok());
     }
 }

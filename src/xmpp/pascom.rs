@@ -16,24 +16,48 @@ pub const MAX_SUBSCRIPTIONS: usize = 64;
 /// Most `<AttributeFilter/>` elements one subscription may carry.
 pub const MAX_FILTERS: usize = 16;
 
-/// An element of the mobydick namespace with these attributes, in this order.
+/// Whether XML 1.0 allows `c` in a document (its `Char` production): tab, line feed, carriage
+/// return and everything from U+0020 but U+FFFE and U+FFFF (Rust's `char` has no surrogates).
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
+}
+
+/// `text` as XML can carry it: every character XML 1.0 forbids — a caller id name from the
+/// phone network with a control character, a member name or pause reason from Asterisk —
+/// becomes U+FFFD. The serializer refuses such characters (and minidom's `String::from` panics
+/// on them), which would otherwise fail the stanza or, mid-write, the whole link.
+pub fn xml_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().all(xml_char) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| if xml_char(c) { c } else { '\u{fffd}' })
+                .collect(),
+        )
+    }
+}
+
+/// An element of the mobydick namespace with these attributes, in this order; values are made
+/// [`xml_safe`].
 pub fn el(name: &str, attrs: &[(&str, &str)]) -> Element {
     let mut e = Element::bare(name, NS);
     for (k, v) in attrs {
         // Attribute names are this module's constants; one that is not an XML name would be
         // a bug here, never input, and is left out rather than panicking.
         if let Ok(k) = NcName::try_from(*k) {
-            e.set_attr(Namespace::NONE, k, *v);
+            e.set_attr(Namespace::NONE, k, xml_safe(v).into_owned());
         }
     }
     e
 }
 
-/// An element holding only text; an empty text gives the empty element (`<id/>`).
+/// An element holding only ([`xml_safe`]) text; an empty text gives the empty element
+/// (`<id/>`).
 pub fn text_el(name: &str, text: &str) -> Element {
     let mut e = el(name, &[]);
     if !text.is_empty() {
-        e.append_text(text);
+        e.append_text(xml_safe(text).into_owned());
     }
     e
 }
@@ -543,6 +567,30 @@ mod tests {
         ] {
             assert!(Subscription::parse_list(&parse(bad)).is_err(), "{bad}");
         }
+    }
+
+    /// A caller named `"Eve\x01"` (Originate … CallerID) made the serializer fail.
+    #[test]
+    fn control_characters_never_reach_the_serializer() {
+        assert_eq!(xml_safe("Eve\u{1}"), "Eve\u{fffd}");
+        assert_eq!(xml_safe("tab\tok\r\n"), "tab\tok\r\n");
+        assert_eq!(
+            xml_safe("x\u{fffe}\u{ffff}\u{0}"),
+            "x\u{fffd}\u{fffd}\u{fffd}"
+        );
+        assert!(matches!(
+            xml_safe("Müller 😀"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let mut e = el("QueueCallEntry", &[("name", "Eve\u{1}\u{8}")]);
+        e.append_child(text_el("displayName", "Eve\u{1b}[31m"));
+        let written = String::from(&e);
+        let back: Element = written.parse().expect("well-formed");
+        assert_eq!(back.attr("name"), Some("Eve\u{fffd}\u{fffd}"));
+        assert_eq!(
+            back.get_child("displayName", NS).map(Element::text),
+            Some("Eve\u{fffd}[31m".to_owned())
+        );
     }
 
     #[test]
