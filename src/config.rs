@@ -167,6 +167,17 @@ pub struct HttpConfig {
     /// Most password checks (argon2, ~19 MiB each) running at once, over all dialects.
     #[serde(default = "default_max_password_checks")]
     pub max_password_checks: usize,
+    /// Most connections open at once; beyond, the oldest idle one is closed (see
+    /// [`crate::http::serve`]).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request head (and a keep-alive connection may stay
+    /// silent), and to send a request body.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: f64,
+    /// Largest request body, bytes; larger ones are answered 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 /// One `[[queues]]` entry: a fixed id for a queue.
@@ -201,6 +212,15 @@ fn default_max_frame() -> usize {
 }
 fn default_max_streams() -> usize {
     256
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_request_timeout() -> f64 {
+    10.0
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
 }
 fn default_max_password_checks() -> usize {
     crate::http::auth::DEFAULT_MAX_CHECKS
@@ -299,6 +319,24 @@ impl Config {
             return Err(invalid(
                 "http.max_event_streams".into(),
                 &format!("must be between 1 and {MAX_EVENT_STREAMS}"),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(invalid(
+                "http.max_connections".into(),
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(0.1..=3600.0).contains(&self.http.request_timeout) {
+            return Err(invalid(
+                "http.request_timeout".into(),
+                "must be between 0.1 and 3600 seconds",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            return Err(invalid(
+                "http.max_body_bytes".into(),
+                "must be between 1024 and 67108864",
             ));
         }
         if !(1..=64).contains(&self.http.max_password_checks) {

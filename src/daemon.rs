@@ -3,7 +3,7 @@
 //! [`run`] takes its listener and its stop signal as arguments, so tests bind port 0 and run
 //! several daemons side by side.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -116,6 +116,16 @@ pub fn start(
 /// How long a shutdown waits for commands in flight before it closes the AMI links anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Connections the metrics listener serves at once (Prometheus scrapes with one or two).
+pub const METRICS_CONNECTIONS: usize = 16;
+
+/// The process's soft open-file limit now (what `main` raised it to).
+fn open_files() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _)| soft)
+}
+
 /// Runs the daemon until `shutdown` is cancelled. With `config_path`, SIGHUP reloads users,
 /// pause reasons and the API token from that file ([`reload`]).
 ///
@@ -154,11 +164,35 @@ pub async fn run(
         )?),
         None => None,
     };
+    let limits = http::serve::Limits {
+        max_connections: http::serve::fit_to_open_files(config.http.max_connections, open_files()),
+        request_timeout: Duration::from_secs_f64(config.http.request_timeout),
+    };
+    if limits.max_connections < config.http.max_connections {
+        warn!(
+            max_connections = limits.max_connections,
+            "http.max_connections lowered to fit the open-file limit"
+        );
+    }
     if let Some((listener, handle)) = metrics {
         info!(addr = %listener.local_addr()?, "metrics listening");
         let exporter = metrics::Exporter::new(handle, parts.hub.clone()).with_xmpp(front.clone());
         tasks.spawn(metrics::count_changes(parts.hub.clone(), shutdown.clone()));
-        tasks.spawn(metrics::serve(listener, exporter, shutdown.clone()));
+        let scrapes = http::serve::Limits {
+            max_connections: METRICS_CONNECTIONS,
+            ..limits
+        };
+        let served = http::serve::serve(
+            listener,
+            metrics::router(exporter),
+            scrapes,
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = served.await {
+                warn!(%e, "metrics listener failed");
+            }
+        });
     }
     let app = AppState::new(&parts, &config, shutdown.clone());
     if let Some(path) = config_path {
@@ -171,9 +205,10 @@ pub async fn run(
         ));
     }
     info!(addr = %listener.local_addr()?, "http listening");
-    let http = axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let router = http::router(app).layer(axum::extract::DefaultBodyLimit::max(
+        config.http.max_body_bytes,
+    ));
+    let http = http::serve::serve(listener, router, limits, shutdown.clone());
     let xmpp = async {
         shutdown.cancelled().await;
         if let Some(front) = &front {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use queuebridge::config::Config;
 
@@ -118,6 +118,12 @@ fn replay(file: &PathBuf, server: &str, max: usize) -> anyhow::Result<()> {
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let config_path = path.clone();
+    // Room for the HTTP connections (capped at [http] max_connections) and the AMI links: raise
+    // the soft open-file limit to the hard one, as a server should.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(open_files = n, "open-file limit"),
+        Err(e) => warn!(%e, "cannot raise the open-file limit"),
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(config.http.listen)

@@ -342,13 +342,9 @@ pub fn http_request(route: String, status: u16) {
     counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    exporter: Exporter,
-    shutdown: CancellationToken,
-) {
-    let app = axum::Router::new().route(
+/// `GET /metrics`.
+pub fn router(exporter: Exporter) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let exporter = exporter.clone();
@@ -362,13 +358,7 @@ pub async fn serve(
                 )
             }
         }),
-    );
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        warn!(%e, "metrics listener failed");
-    }
+    )
 }
 
 #[cfg(test)]

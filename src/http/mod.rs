@@ -17,6 +17,7 @@ pub mod auth;
 mod error;
 pub mod members;
 pub mod portsip;
+pub mod serve;
 pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
