@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -184,6 +185,63 @@ pub async fn serve(
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// `router`, with every request body read whole, at most `max` bytes, before any handler sees
+/// it: `413` beyond (whatever the dialect, declared or chunked), `408` when it did not arrive
+/// within the request timeout. Request bodies here are small JSON and forms; reading them up
+/// front gives one answer for all routes instead of one per dialect's extractor.
+pub fn with_body_limit(router: Router, max: usize) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let (parts, body) = req.into_parts();
+            let declared = parts
+                .headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max as u64) {
+                return too_large(max);
+            }
+            match axum::body::to_bytes(body, max).await {
+                Ok(bytes) => {
+                    next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+                Err(e) if is_length_limit(&e) => too_large(max),
+                Err(_) => (
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    axum::Json(serde_json::json!({
+                        "error": "request_timeout",
+                        "message": "the request body did not arrive in time",
+                    })),
+                )
+                    .into_response(),
+            }
+        },
+    ))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn too_large(max: usize) -> axum::response::Response {
+    (
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(serde_json::json!({
+            "error": "payload_too_large",
+            "message": format!("request bodies are at most {max} bytes"),
+        })),
+    )
+        .into_response()
 }
 
 /// Answers a connection there is no room for: `503`, then close.

@@ -95,6 +95,18 @@ impl Bridge {
         Self::start_configured(&[server], None, extra)
     }
 
+    /// Like [`Bridge::start_extra`], with more `[http]` keys (`http` is TOML lines of that
+    /// table: limits …).
+    pub fn start_http(port: u16, http: &str, extra: &str) -> Self {
+        let server = Server {
+            id: "pbx1",
+            port,
+            secret: asterisk::SECRET,
+            auth: "md5",
+        };
+        Self::start_full(&[server], None, http, extra)
+    }
+
     /// Like [`Bridge::start_extra`], reusing a state directory (a restart).
     pub fn start_extra_in(port: u16, extra: &str, state_dir: tempfile::TempDir) -> Self {
         let server = Server {
@@ -111,10 +123,19 @@ impl Bridge {
         state_dir: Option<tempfile::TempDir>,
         extra: &str,
     ) -> Self {
+        Self::start_full(servers, state_dir, "", extra)
+    }
+
+    fn start_full(
+        servers: &[Server<'_>],
+        state_dir: Option<tempfile::TempDir>,
+        http: &str,
+        extra: &str,
+    ) -> Self {
         let state_dir = state_dir.unwrap_or_else(|| tempfile::tempdir().expect("tempdir"));
         let http_port = free_port();
         let mut config = format!(
-            "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n",
+            "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n{http}\n",
             state_dir.path().display().to_string()
         );
         for s in servers {
