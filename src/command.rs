@@ -41,6 +41,15 @@ pub const PICKUP_VARIABLE: &str = "QB_PICKUP_TARGET";
 /// How long to wait for the confirming event after Asterisk accepted an action.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Commands one user may have running at once, over every front end; beyond, [`Code::Busy`]
+/// (nothing sent). So no user can fill a link's in-flight window and leave others "busy".
+pub const MAX_COMMANDS_PER_USER: usize = 8;
+/// The same for the native API's token (an integration acting for many agents).
+pub const MAX_COMMANDS_PER_SERVICE: usize = 64;
+
+/// Running commands per user (`None`: the service principal).
+type RunningCount = Arc<std::sync::Mutex<std::collections::HashMap<Option<String>, usize>>>;
+
 /// An agent command on one server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -151,6 +160,25 @@ pub struct Commands {
     servers: Arc<Servers>,
     access: Arc<Access>,
     confirm: Duration,
+    running: RunningCount,
+}
+
+/// One running command of a user, given back when dropped.
+struct Running {
+    running: RunningCount,
+    who: Option<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.who) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.who);
+            }
+        }
+    }
 }
 
 impl Commands {
@@ -160,7 +188,29 @@ impl Commands {
             servers,
             access,
             confirm: CONFIRM_TIMEOUT,
+            running: Arc::default(),
         }
+    }
+
+    /// A place for one more command of `who`, or [`Code::Busy`].
+    fn start(&self, who: &Principal) -> Result<Running, CommandError> {
+        let (key, max) = match who {
+            Principal::User(u) => (Some(u.name.clone()), MAX_COMMANDS_PER_USER),
+            Principal::Service => (None, MAX_COMMANDS_PER_SERVICE),
+        };
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(key.clone()).or_default();
+        if *n >= max {
+            return Err(fail(
+                Code::Busy,
+                format!("{max} commands of this user are still running; try again"),
+            ));
+        }
+        *n += 1;
+        Ok(Running {
+            running: self.running.clone(),
+            who: key,
+        })
     }
 
     /// The AMI connections.
@@ -180,6 +230,7 @@ impl Commands {
         server: &str,
         command: Command,
     ) -> Result<Done, CommandError> {
+        let _running = self.start(who)?;
         let handle = self
             .servers
             .handle(server)
@@ -240,6 +291,7 @@ impl Commands {
         uniqueid: &str,
         interface: &str,
     ) -> Result<Done, CommandError> {
+        let _running = self.start(who)?;
         let handle = self
             .servers
             .handle(server)

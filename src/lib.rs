@@ -22,7 +22,8 @@
 //! * [`persist`] — atomic writes of the small files under `state_dir`;
 //! * [`metrics`] — every exported Prometheus metric, and how each is kept;
 //! * [`xmpp`] — the pascom "mobydick" XMPP component (queue, event and xmppuser modules);
-//! * [`daemon`] — wires it all together for `main`.
+//! * [`daemon`] — wires it all together for `main`;
+//! * [`fuzz`] — the checks the `cargo fuzz` targets run, replayed on the corpus by `cargo test`.
 //!
 //! Front ends never talk to AMI directly: they read the hub and submit actions through an
 //! [`ami::client::AmiHandle`].
@@ -33,6 +34,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod deadlines;
+pub mod fuzz;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -54,6 +54,21 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// How long a definition change waits for the one before it; then it is refused as busy.
 pub const EXCLUSIVE_WAIT: Duration = Duration::from_secs(15);
 
+/// How long one read of a server's definitions and attributes (three AMI actions: GetConfig
+/// twice, DBGetTree) serves the list requests that follow; one read is made at a time per
+/// server, however many requests wait for it. A change made through queuebridge clears it at
+/// once; one made by hand in queues.conf shows within this time.
+pub const READ_CACHE: Duration = Duration::from_secs(2);
+
+/// A server's queue definitions and their AstDB attributes, read together.
+#[derive(Debug, Default)]
+pub struct Definitions {
+    pub queues: BTreeMap<String, QueueConf>,
+    pub attributes: Attributes,
+}
+
+type CacheSlot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Definitions>)>>>;
+
 /// A static member line: `member => interface,penalty,membername,state_interface`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StaticMember {
@@ -148,6 +163,8 @@ pub struct QueuesConf {
     hub: Arc<Hub>,
     /// One definition change at a time (see [`Exclusive`]).
     changing: Arc<tokio::sync::Mutex<()>>,
+    /// The last [`Definitions`] read per server (see [`READ_CACHE`]).
+    cache: Arc<std::sync::Mutex<std::collections::HashMap<String, CacheSlot>>>,
 }
 
 /// The right to change queue definitions, held from reading a definition to Asterisk's
@@ -197,7 +214,44 @@ impl QueuesConf {
             servers,
             hub,
             changing: Arc::new(tokio::sync::Mutex::new(())),
+            cache: Arc::default(),
         }
+    }
+
+    fn slot(&self, server: &str) -> CacheSlot {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(server.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets what was read of `server` (after a change made here).
+    fn forget(&self, server: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(server);
+    }
+
+    /// The server's definitions and attributes for listing: read at most once per
+    /// [`READ_CACHE`], by one request while the others wait for it. Changes read afresh
+    /// ([`QueuesConf::managed`], [`QueuesConf::create`]).
+    pub async fn definitions(&self, server: &str) -> Result<Arc<Definitions>, ConfError> {
+        let slot = self.slot(server);
+        let mut cached = slot.lock().await;
+        if let Some((at, d)) = cached.as_ref() {
+            if at.elapsed() < READ_CACHE {
+                return Ok(d.clone());
+            }
+        }
+        let d = Arc::new(Definitions {
+            queues: self.read(server).await?,
+            attributes: self.attributes(server).await?,
+        });
+        *cached = Some((Instant::now(), d.clone()));
+        Ok(d)
     }
 
     /// Waits until no other definition change is under way, for at most [`EXCLUSIVE_WAIT`];
@@ -403,6 +457,7 @@ impl QueuesConf {
     }
 
     async fn reload(&self, server: &str) -> Result<(), ConfError> {
+        self.forget(server);
         let reply = self
             .send(
                 server,
@@ -486,6 +541,7 @@ impl QueuesConf {
         attr: Attribute,
         value: Option<&str>,
     ) -> Result<(), ConfError> {
+        self.forget(server);
         let family = format!("{DB_FAMILY}/{}", attr.key());
         let action = match value {
             Some(v) => Message::action("DBPut")

@@ -40,6 +40,11 @@ pub const REQUEST_QUEUE: usize = 256;
 const WRITE_QUEUE: usize = 512;
 /// Actions awaiting their answer at once on one link.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// Of [`MAX_IN_FLIGHT`] and of the writer's queue, what is kept for the client's own actions
+/// (the keepalive Ping, QueueStatus): front ends beyond the rest get [`ActionError::Busy`]
+/// (nothing sent), so front-end load can never leave the keepalive without room and drop the
+/// link.
+pub const RESERVED_FOR_LINK: usize = 64;
 /// Wait after an event that implies silent changes before reading the queue back, so that a
 /// burst of events costs one QueueStatus.
 const REFRESH_DELAY: Duration = Duration::from_millis(150);
@@ -279,8 +284,24 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Whether a front end's action fits beside the room kept for the link's own.
+    fn room_for_front_ends(&self) -> bool {
+        let external = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.waiter, Waiter::External(_)))
+            .count();
+        let writable = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.capacity() > RESERVED_FOR_LINK);
+        external < MAX_IN_FLIGHT - RESERVED_FOR_LINK && writable
+    }
+
     fn submit(&mut self, mut action: Message, suffix: &str, waiter: Waiter) -> Result<(), Waiter> {
-        if self.pending.len() >= MAX_IN_FLIGHT {
+        if self.pending.len() >= MAX_IN_FLIGHT
+            || matches!(waiter, Waiter::External(_)) && !self.room_for_front_ends()
+        {
             return Err(waiter);
         }
         let id = self.action_id(suffix);
@@ -656,4 +677,69 @@ pub fn scope_of(action_id: &str, items: &[Message]) -> Scope {
         }
     }
     Scope::Merge
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClientConfig {
+        ClientConfig {
+            id: Arc::from("pbx1"),
+            host: "127.0.0.1".into(),
+            port: 1,
+            username: "u".into(),
+            secret: "s".into(),
+            auth: Auth::Plain,
+            max_frame: crate::ami::DEFAULT_MAX_FRAME,
+            connect_timeout: Duration::from_secs(1),
+            action_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            reconcile_interval: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+
+    fn front_end(s: &mut Session<'_>) -> bool {
+        let (tx, _rx) = oneshot::channel();
+        s.submit(Message::action("QueuePause"), "", Waiter::External(tx))
+            .is_ok()
+    }
+
+    /// Front-end load filled the in-flight window and the writer's queue, and the keepalive
+    /// Ping that then could not be queued dropped the link.
+    #[tokio::test]
+    async fn front_end_load_never_leaves_the_keepalive_without_room() {
+        let cfg = config();
+        let (sink, _inputs) = mpsc::channel(8);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, mut socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        // The socket does not drain: front ends get the writer's queue less the reserve.
+        let taken = (0..MAX_IN_FLIGHT).filter(|_| front_end(&mut s)).count();
+        assert_eq!(taken, WRITE_QUEUE - RESERVED_FOR_LINK);
+        assert!(s
+            .submit(Message::action("Ping"), ".ping", Waiter::Ping)
+            .is_ok());
+        assert!(s
+            .submit(
+                Message::action("QueueStatus"),
+                ".all",
+                Waiter::Status(Scope::All)
+            )
+            .is_ok());
+        // The socket drains, the answers do not come: front ends get the window less the
+        // reserve.
+        let mut total = taken;
+        for _ in 0..4 {
+            while socket.try_recv().is_ok() {}
+            total += (0..MAX_IN_FLIGHT).filter(|_| front_end(&mut s)).count();
+        }
+        assert_eq!(total, MAX_IN_FLIGHT - RESERVED_FOR_LINK);
+        while socket.try_recv().is_ok() {}
+        assert!(!front_end(&mut s), "busy");
+        assert!(s
+            .submit(Message::action("Ping"), ".ping", Waiter::Ping)
+            .is_ok());
+    }
 }

@@ -13,7 +13,7 @@
 //!   `403 FORBIDDEN`, `404 NOT_FOUND`, `409 CONFLICT`, `503 UNAVAILABLE` (AMI link down),
 //!   `504 TIMEOUT` (Asterisk did not confirm in time), `500 UNKNOWN` (Asterisk refused).
 
-mod odata;
+pub mod odata;
 mod queues;
 mod servers;
 

@@ -31,7 +31,7 @@ use crate::access::{extension_of, Principal, User};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
-use crate::queues_conf::{Attribute, Attributes, QueueConf, StaticMember};
+use crate::queues_conf::{Attribute, Attributes, Definitions, QueueConf, StaticMember};
 use crate::state::{Member, Queue};
 
 const FIELDS: &[Field] = &[
@@ -89,20 +89,14 @@ fn find(app: &AppState, who: &Arc<User>, id: &str) -> Result<Queue> {
 
 /// What Asterisk keeps of a server's queues: definitions and AstDB attributes. Empty when the
 /// link cannot tell (the state still lists the queues).
-async fn definitions(app: &AppState, server: &str) -> (BTreeMap<String, QueueConf>, Attributes) {
-    let conf = app.queues_conf.read(server).await.unwrap_or_else(|err| {
-        warn!(server, %err, "cannot read the queue definitions");
-        BTreeMap::new()
-    });
-    let attrs = app
-        .queues_conf
-        .attributes(server)
+async fn definitions(app: &AppState, server: &str) -> Arc<Definitions> {
+    app.queues_conf
+        .definitions(server)
         .await
         .unwrap_or_else(|err| {
-            warn!(server, %err, "cannot read the queue attributes");
-            Attributes::new()
-        });
-    (conf, attrs)
+            warn!(server, %err, "cannot read the queue definitions");
+            Arc::default()
+        })
 }
 
 fn display_name(q: &Queue, attrs: &Attributes) -> String {
@@ -239,11 +233,11 @@ async fn visible_summaries(
     }
     let mut items = Vec::new();
     for (server, queues) in by_server {
-        let (conf, attrs) = definitions(app, &server).await;
+        let d = definitions(app, &server).await;
         items.extend(
             queues
                 .iter()
-                .map(|q| summary(q, conf.get(&*q.name), &attrs)),
+                .map(|q| summary(q, d.queues.get(&*q.name), &d.attributes)),
         );
     }
     items
@@ -256,8 +250,8 @@ async fn show(
 ) -> Result<Json<Value>> {
     let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
-    let (conf, attrs) = definitions(&app, &q.server).await;
-    Ok(Json(detail(&q, conf.get(&*q.name), &attrs)))
+    let d = definitions(&app, &q.server).await;
+    Ok(Json(detail(&q, d.queues.get(&*q.name), &d.attributes)))
 }
 
 async fn status(
