@@ -922,3 +922,93 @@ async fn sigterm_answers_commands_in_flight_then_closes_the_stream() {
         "{log}"
     );
 }
+
+/// One client floods the component with 10,000 IQs as fast as it can, and a caller whose name
+/// carries control characters (which XML cannot hold) joins while clients are subscribed: every
+/// IQ is answered, the caller's join reaches everyone with the name made XML-safe, and the
+/// other users' commands are answered all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_client_and_a_caller_xml_cannot_carry_hold_up_nobody() {
+    let Setup {
+        ast: _ast,
+        mut driver,
+        prosody,
+        bridge,
+        proxy: _,
+    } = setup().await;
+    let mut tweber = prosody.client("tweber", "pw", "desk");
+    let mut boss = prosody.client("mpasquay", "pw", "desk");
+    let mut flooder = prosody.client("mmeyer", "pw", "flood");
+    answered(&mut tweber).await;
+    tweber.request("ci", &client_info("ci", EVERYTHING));
+    boss.request(
+        "ci",
+        &client_info(
+            "ci",
+            r#"<Subscription module="queue" type="*" scope="supervisor"/>"#,
+        ),
+    );
+    const FLOOD: usize = 10_000;
+    for i in 0..FLOOD {
+        flooder.send(&command(&format!("f{i}"), "queue", "<FindOwnState/>"));
+    }
+    // While the flood is under way: a caller named with control characters.
+    driver
+        .call_with(
+            "support",
+            ("5550999", "Eve\u{1}\u{1b}[31m"),
+            1,
+            60,
+            &[("QTIMEOUT", "20")],
+        )
+        .await;
+    for who in [&mut tweber, &mut boss] {
+        let join = event(who, "QueueJoinEvent");
+        let entry = join
+            .get_child("QueueCallEntry", NS)
+            .expect("QueueCallEntry");
+        let pb = entry
+            .get_child("PhonebookEntry", NS)
+            .expect("PhonebookEntry");
+        let text = |n: &str| pb.get_child(n, NS).map(|c| c.text()).unwrap_or_default();
+        assert_eq!(
+            (text("displayname"), text("phone")),
+            ("Eve\u{fffd}\u{fffd}[31m".to_owned(), "5550999".to_owned())
+        );
+    }
+    // The others' commands are answered during the flood.
+    for i in 0..5 {
+        let id = format!("own-{i}");
+        let answer = tweber.request(&id, &command(&id, "queue", "<FindOwnState/>"));
+        assert!(answer.contains("QueueMemberStates"), "{answer}");
+    }
+    let answer = boss.request(
+        "qs",
+        &command("qs", "queue", r#"<FindQueueState name="support"/>"#),
+    );
+    assert!(answer.contains("QueueState"), "{answer}");
+    // Every one of the flood's IQs got an answer: a result, or "try again" when that user's
+    // command slots were full.
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < FLOOD {
+        let Some(s) = flooder.wait_for(Duration::from_secs(20), |s| {
+            s.starts_with("<iq") && s.contains("id=\"f")
+        }) else {
+            break;
+        };
+        if let Some(id) = s.split("id=\"f").nth(1).and_then(|r| r.split('"').next()) {
+            answered.insert(id.to_owned());
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        FLOOD,
+        "{} of {FLOOD} answered",
+        answered.len()
+    );
+    assert!(
+        !bridge.log().contains("XMPP link lost"),
+        "the component link dropped"
+    );
+    bridge.assert_exact(&mut driver, "pbx1", "support").await;
+}
