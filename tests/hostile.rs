@@ -237,7 +237,7 @@ async fn logins_are_bounded_and_throttled() {
     // A flood from one address with names that do not exist: every answer is a refusal,
     // some of them "try later" because the one check slot stayed busy; none is a server error.
     let flood = client_from(2);
-    let answers = futures_util::future::join_all((0..12).map(|i| {
+    let answers = futures_util::future::join_all((0..24).map(|i| {
         send(
             &flood,
             &bridge,
@@ -506,11 +506,29 @@ async fn odd_text_from_callers_and_agents_is_carried_exactly() {
             Some(json!({"paused": true, "reason": "Lu\u{0}nch"})),
         )
         .await;
-    assert_eq!(
-        (s, v["error"].as_str()),
-        (400, Some("invalid_argument")),
-        "{v}"
-    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+    // The same through a query string (Yeastar's agent/pause): refused by the command layer.
+    let yeastar = client_from(5);
+    let (_, v) = send(
+        &yeastar,
+        &bridge,
+        Method::POST,
+        "/openapi/v1.0/get_token",
+        Some(json!({"username": "boss", "password": "boss-pw"})),
+    )
+    .await;
+    let t = v["access_token"].as_str().expect("token").to_owned();
+    let (_, v) = send(
+        &yeastar,
+        &bridge,
+        Method::GET,
+        &format!(
+            "/openapi/v1.0/agent/pause?access_token={t}&ext_id=203&operation=pause&reason=Lu%00nch"
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(v["errcode"], 40002, "{v}");
     let m = driver.member("support", AGENT3).await.expect("member");
     assert_eq!(
         m.get("PausedReason"),

@@ -204,6 +204,14 @@ pub fn with_body_limit(router: Router, max: usize) -> Router {
                 return too_large(max);
             }
             match axum::body::to_bytes(body, max).await {
+                Ok(bytes) if carries_nul(&bytes) => (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({
+                        "error": "bad_request",
+                        "message": "a NUL character is not accepted in a request body",
+                    })),
+                )
+                    .into_response(),
                 Ok(bytes) => {
                     next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
                         .await
@@ -220,6 +228,15 @@ pub fn with_body_limit(router: Router, max: usize) -> Router {
             }
         },
     ))
+}
+
+/// Whether a body holds a NUL, raw, JSON-escaped (`\u0000`) or form-encoded (`%00`): Asterisk
+/// reads C strings, so a NUL would cut a queue name, member name or reason short there, and
+/// what queuebridge confirmed would not be what Asterisk stored.
+fn carries_nul(body: &[u8]) -> bool {
+    body.contains(&0)
+        || memchr::memmem::find(body, b"\\u0000").is_some()
+        || memchr::memmem::find(body, b"%00").is_some()
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -395,6 +412,14 @@ mod tests {
         assert!(!conns.make_room(3), "every connection busy: no room");
         drop(first_busy);
         assert!(conns.make_room(3));
+    }
+
+    #[test]
+    fn a_nul_is_found_however_it_is_written() {
+        assert!(carries_nul(b"{\"reason\":\"Lu\\u0000nch\"}"));
+        assert!(carries_nul(b"username=a%00b"));
+        assert!(carries_nul(b"a\0b"));
+        assert!(!carries_nul(b"{\"reason\":\"Lunch\\u00e9\"}"));
     }
 
     #[test]
