@@ -386,7 +386,7 @@ impl Commands {
         }
         // Asterisk reads header values as C strings: a NUL would cut the value short there,
         // and the confirmation would wait for something Asterisk never stores.
-        if command.texts().iter().any(|t| t.contains('\0')) {
+        if command.action().headers().any(|(_, v)| v.contains('\0')) {
             return Err(fail(
                 Code::InvalidArgument,
                 "queue, interface, names and reasons must not contain NUL",
@@ -460,34 +460,6 @@ impl Command {
             Command::Penalty {
                 queue, interface, ..
             } => (queue.as_deref(), interface, Action::Penalty),
-        }
-    }
-
-    /// Every text the command sends to Asterisk.
-    fn texts(&self) -> Vec<&str> {
-        match self {
-            Command::Login {
-                queue,
-                interface,
-                member_name,
-                state_interface,
-                paused,
-                ..
-            } => {
-                let mut t = vec![queue.as_str(), interface, member_name, state_interface];
-                t.extend(paused.as_deref());
-                t
-            }
-            Command::Logout { queue, interface } => vec![queue, interface],
-            Command::Pause {
-                queue,
-                interface,
-                reason,
-                ..
-            } => vec![queue.as_deref().unwrap_or_default(), interface, reason],
-            Command::Penalty {
-                queue, interface, ..
-            } => vec![queue.as_deref().unwrap_or_default(), interface],
         }
     }
 
