@@ -15,11 +15,13 @@
 //! IQ answered with `bad-request`), and everyone else carries on. The high-level `Component`
 //! would end the stream instead.
 
+pub mod capped;
 pub mod events;
 pub mod outbound;
 pub mod pascom;
 pub mod sessions;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,10 +29,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
 use tokio::sync::{broadcast::error::RecvError, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, TcpServerConnector};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::component::Handshake;
@@ -39,7 +42,8 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::xmlstream::{
-    FallibleStreamElement, ReadError, StreamElementError, Timeouts, XmlStream, XmppStreamElement,
+    initiate_stream, FallibleStreamElement, ReadError, StreamElementError, StreamHeader, Timeouts,
+    XmlStream, XmppStreamElement,
 };
 use tokio_xmpp::Stanza;
 use tracing::{debug, info, warn};
@@ -50,6 +54,7 @@ use crate::config::XmppConfig;
 use crate::hub::Hub;
 use crate::state::{Queue, State};
 
+use self::capped::{Budget, Capped};
 use self::events::Published;
 use self::outbound::{Headline, Outbound, Payload};
 use self::pascom::{failure, Identity, QueueRef, Request, Subscription};
@@ -74,7 +79,7 @@ const WRITE_BATCH: usize = 256;
 /// (reconnect), not a wedged one that also holds up the shutdown.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Stream = XmlStream<<TcpServerConnector as ServerConnector>::Stream, FallibleStreamElement>;
+type Stream = XmlStream<BufStream<Capped<TcpStream>>, FallibleStreamElement>;
 
 /// The XMPP front end's shared state.
 pub struct Front {
@@ -700,11 +705,11 @@ async fn link(
             r = tokio::time::timeout(LOGIN_DEADLINE, connect(config)) => r,
         };
         match attempt {
-            Ok(Ok(stream)) => {
+            Ok(Ok((stream, budget))) => {
                 info!(server = %config.server, component = %config.component, "XMPP component connected");
                 backoff = first;
                 front.connected.send_replace(true);
-                let end = serve(&front, stream, &mut out_rx, &shutdown).await;
+                let end = serve(&front, stream, &budget, &mut out_rx, &shutdown).await;
                 front.connected.send_replace(false);
                 if shutdown.is_cancelled() {
                     return;
@@ -730,7 +735,7 @@ async fn link(
 }
 
 /// Connects and performs the component handshake (XEP-0114).
-async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
+async fn connect(config: &XmppConfig) -> anyhow::Result<(Stream, Budget)> {
     let jid = Jid::new(&config.component)?;
     let ping = Duration::from_secs_f64(config.ping_interval);
     let timeouts = Timeouts {
@@ -743,8 +748,17 @@ async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
         .with_context(|| format!("resolving {}", config.server))?
         .next()
         .ok_or_else(|| anyhow!("{} resolves to no address", config.server))?;
-    let connector = TcpServerConnector::from(DnsConfig::addr(&addr.to_string()));
-    let (mut pending, _) = connector.connect(&jid, ns::COMPONENT, timeouts).await?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let budget = Budget::default();
+    let header = StreamHeader {
+        to: Some(Cow::Borrowed(jid.domain().as_str())),
+        from: None,
+        id: None,
+    };
+    let io = BufStream::new(Capped::new(tcp, budget.clone()));
+    let mut pending = initiate_stream(io, ns::COMPONENT, header, timeouts).await?;
     let header = pending.take_header();
     let stream_id = header
         .id
@@ -758,7 +772,7 @@ async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
     loop {
         match stream.next().await {
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::ComponentHandshake(_)))) => {
-                return Ok(stream)
+                return Ok((stream, budget))
             }
             Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
                 return Err(anyhow!("the server refused the component: {e:?}"))
@@ -777,6 +791,7 @@ async fn connect(config: &XmppConfig) -> anyhow::Result<Stream> {
 async fn serve(
     front: &Arc<Front>,
     mut stream: Stream,
+    budget: &Budget,
     out_rx: &mut mpsc::Receiver<Outbound>,
     shutdown: &CancellationToken,
 ) -> String {
@@ -802,34 +817,42 @@ async fn serve(
                     Err(_) => return format!("write timed out after {} s: the server stopped reading", WRITE_TIMEOUT.as_secs()),
                 }
             }
-            item = stream.next() => match item {
-                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(s)))) => front.inbound(s),
-                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
-                    return format!("stream error from the server: {e:?}");
+            item = stream.next() => {
+                // A stanza (or an element skipped whole) arrived: the next one starts from an
+                // empty budget. A quiet link does not reset it, so a stanza trickled in slowly
+                // is capped all the same.
+                if !matches!(item, Some(Err(ReadError::SoftTimeout))) {
+                    budget.reset();
                 }
-                Some(Ok(FallibleStreamElement::Ok(other))) => debug!(?other, "unexpected nonza ignored"),
-                Some(Ok(FallibleStreamElement::Err(e))) => front.malformed(e),
-                Some(Err(ReadError::ParseError(e))) => warn!(%e, "unparseable element skipped"),
-                Some(Err(ReadError::SoftTimeout)) => {
-                    // Quiet link: ask the server for an answer before the hard timeout.
-                    pings += 1;
-                    let ping = Iq::Get {
-                        from: Some(front.component.clone()),
-                        to: Jid::new(&front.config.domain).ok(),
-                        id: format!("qb-ping-{pings}"),
-                        payload: Element::bare("ping", ns::PING),
-                    };
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&XmppStreamElement::Stanza(Stanza::Iq(ping)))).await;
-                    match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return format!("ping failed: {e}"),
-                        Err(_) => return "ping write timed out: the server stopped reading".into(),
+                match item {
+                    Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(s)))) => front.inbound(s),
+                    Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                        return format!("stream error from the server: {e:?}");
                     }
+                    Some(Ok(FallibleStreamElement::Ok(other))) => debug!(?other, "unexpected nonza ignored"),
+                    Some(Ok(FallibleStreamElement::Err(e))) => front.malformed(e),
+                    Some(Err(ReadError::ParseError(e))) => warn!(%e, "unparseable element skipped"),
+                    Some(Err(ReadError::SoftTimeout)) => {
+                        // Quiet link: ask the server for an answer before the hard timeout.
+                        pings += 1;
+                        let ping = Iq::Get {
+                            from: Some(front.component.clone()),
+                            to: Jid::new(&front.config.domain).ok(),
+                            id: format!("qb-ping-{pings}"),
+                            payload: Element::bare("ping", ns::PING),
+                        };
+                        let sent = tokio::time::timeout(WRITE_TIMEOUT, stream.send(&XmppStreamElement::Stanza(Stanza::Iq(ping)))).await;
+                        match sent {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return format!("ping failed: {e}"),
+                            Err(_) => return "ping write timed out: the server stopped reading".into(),
+                        }
+                    }
+                    Some(Err(ReadError::HardError(e))) => return format!("read failed: {e}"),
+                    Some(Err(ReadError::StreamFooterReceived)) => return "the server closed the stream".into(),
+                    None => return "the connection closed".into(),
                 }
-                Some(Err(ReadError::HardError(e))) => return format!("read failed: {e}"),
-                Some(Err(ReadError::StreamFooterReceived)) => return "the server closed the stream".into(),
-                None => return "the connection closed".into(),
-            },
+            }
         }
     }
 }
