@@ -1,0 +1,505 @@
+//! Soak benchmark (`cargo bench --bench soak`; not a CI test): the real daemon, for a long run
+//! at a steady AMI event rate, with event streams and pascom sessions attached. Figures go to
+//! BENCHMARKS.md.
+//!
+//! Everything around the daemon runs in this process, on loopback:
+//!
+//! * an **AMI server** that logs the daemon in, answers its actions (QueueStatus with the
+//!   callers it has in the queue), and writes `QB_SOAK_RATE` events a second: a caller joins
+//!   `support` and leaves it a little later; the caller's number is the event's sequence number;
+//! * an **XMPP server** (the component side only) that opens `QB_SOAK_XMPP` pascom sessions —
+//!   a `ClientInfo` with a subscription from each agent — and stamps every `QueueJoinEvent`
+//!   headline it reads;
+//! * `QB_SOAK_SSE` **event streams** on `/api/v1/events`, each stamping every `caller_joined`.
+//!
+//! Every minute it prints the daemon's RSS, the joins each consumer missed (a consumer that was
+//! sent a fresh snapshot instead is counted as resynced, not as a loss) and the p50/p99/max
+//! latency from the AMI write to the consumer's read. At the end: RSS growth after the warm-up
+//! (the first minute), events lost, and whether p99 stayed flat.
+//!
+//! `QB_SOAK_MINUTES` (30), `QB_SOAK_RATE` (1000), `QB_SOAK_SSE` (200), `QB_SOAK_XMPP` (200);
+//! the daemon is `target/release/queuebridge` (`cargo build --release` first) or `QB_SOAK_BIN`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Joins' write times kept, by sequence number modulo this (a minute and more at 1,000/s).
+const RING: usize = 1 << 17;
+/// Latency histogram: buckets of 50 µs up to 5 s, and one beyond.
+const BUCKET_US: u64 = 50;
+const BUCKETS: usize = 100_001;
+
+/// When each join was written, and what every consumer read; lock-free, since hundreds of
+/// consumers stamp at once.
+struct Ledger {
+    epoch: Instant,
+    /// Nanoseconds after `epoch` that join `seq` was written, at `seq % RING`.
+    sent: Vec<AtomicU64>,
+    /// This minute's latencies, all consumers.
+    histogram: Vec<AtomicU64>,
+    /// Joins read, per consumer, and the first one each saw.
+    read: Vec<AtomicU64>,
+    first: Vec<AtomicU64>,
+    /// Fresh snapshots sent to an event stream instead of changes it fell behind on.
+    resynced: AtomicU64,
+}
+
+impl Ledger {
+    fn new(consumers: usize) -> Self {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            epoch: Instant::now(),
+            sent: zeros(RING),
+            histogram: zeros(BUCKETS),
+            read: zeros(consumers),
+            first: (0..consumers).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            resynced: AtomicU64::new(0),
+        }
+    }
+
+    fn sent(&self, seq: u64) {
+        let at = self.epoch.elapsed().as_nanos() as u64;
+        self.sent[seq as usize % RING].store(at, Ordering::Relaxed);
+    }
+
+    fn stamp(&self, consumer: usize, seq: u64, at: Instant) {
+        let sent = self.sent[seq as usize % RING].load(Ordering::Relaxed);
+        let now = at.duration_since(self.epoch).as_nanos() as u64;
+        let us = now.saturating_sub(sent) / 1000;
+        let bucket = ((us / BUCKET_US) as usize).min(BUCKETS - 1);
+        self.histogram[bucket].fetch_add(1, Ordering::Relaxed);
+        if let (Some(r), Some(f)) = (self.read.get(consumer), self.first.get(consumer)) {
+            r.fetch_add(1, Ordering::Relaxed);
+            f.fetch_min(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// This minute's p50, p99 and max, and a fresh histogram for the next.
+    fn take_percentiles(&self) -> (Duration, Duration, Duration) {
+        let counts: Vec<u64> = self
+            .histogram
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let at = |p: f64| {
+            let want = ((total as f64) * p).ceil() as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= want.max(1) {
+                    return Duration::from_micros(i as u64 * BUCKET_US);
+                }
+            }
+            Duration::ZERO
+        };
+        let max = counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .map_or(Duration::ZERO, |i| {
+                Duration::from_micros(i as u64 * BUCKET_US)
+            });
+        (at(0.5), at(0.99), max)
+    }
+
+    /// Joins up to `last` that consumers did not read, from the first each saw.
+    fn missed(&self, last: u64) -> u64 {
+        self.read
+            .iter()
+            .zip(&self.first)
+            .map(|(r, f)| {
+                let first = f.load(Ordering::Relaxed);
+                if first > last {
+                    return last.min(1);
+                }
+                (last - first + 1).saturating_sub(r.load(Ordering::Relaxed))
+            })
+            .sum()
+    }
+}
+
+/// The AMI side: login, actions, and the event stream at `rate` a second.
+fn ami_server(
+    listener: TcpListener,
+    rate: u64,
+    ledger: Arc<Ledger>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let Ok((sock, _)) = listener.accept() else {
+        return;
+    };
+    let _ = sock.set_nodelay(true);
+    let waiting: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut writer = match sock.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let _ = writer.write_all(b"Asterisk Call Manager/11.0.0\r\n");
+    let out = Arc::new(Mutex::new(writer));
+    // Actions: answered from their own thread, in the order they come.
+    {
+        let out = out.clone();
+        let waiting = waiting.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(sock);
+            let mut headers: Vec<(String, String)> = Vec::new();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let l = line.trim_end();
+                if !l.is_empty() {
+                    if let Some((k, v)) = l.split_once(": ") {
+                        headers.push((k.to_owned(), v.to_owned()));
+                    }
+                    continue;
+                }
+                let get = |k: &str| {
+                    headers
+                        .iter()
+                        .find(|(h, _)| h.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                let (action, id) = (get("Action"), get("ActionID"));
+                headers.clear();
+                let mut reply = String::new();
+                match action.to_ascii_lowercase().as_str() {
+                    "queuestatus" => {
+                        reply.push_str(&format!(
+                            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Queue status will follow\r\n\r\n"
+                        ));
+                        let callers = waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        reply.push_str(&format!(
+                            "Event: QueueParams\r\nQueue: support\r\nMax: 0\r\nStrategy: ringall\r\nCalls: {}\r\nHoldtime: 0\r\nTalkTime: 0\r\nCompleted: 0\r\nAbandoned: 0\r\nServiceLevel: 20\r\nServicelevelPerf: 0.0\r\nServicelevelPerf2: 0.0\r\nWeight: 0\r\nActionID: {id}\r\n\r\n",
+                            callers.len()
+                        ));
+                        for (i, n) in callers.iter().enumerate() {
+                            reply.push_str(&format!(
+                                "Event: QueueEntry\r\nQueue: support\r\nPosition: {}\r\nChannel: PJSIP/trunk-{n:08x}\r\nUniqueid: 1763700000.{n}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nWait: 0\r\nPriority: 0\r\nActionID: {id}\r\n\r\n",
+                                i + 1
+                            ));
+                        }
+                        reply.push_str(&format!(
+                            "Event: QueueStatusComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {}\r\n\r\n",
+                            callers.len() + 1
+                        ));
+                    }
+                    "ping" => reply.push_str(&format!(
+                        "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n"
+                    )),
+                    _ => reply.push_str(&format!(
+                        "Response: Success\r\nActionID: {id}\r\nMessage: ok\r\n\r\n"
+                    )),
+                }
+                let login = action.eq_ignore_ascii_case("login");
+                let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+                if w.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                if login {
+                    let _ = w.write_all(b"Event: FullyBooted\r\nStatus: Fully Booted\r\n\r\n");
+                }
+            }
+        });
+    }
+    // Give the daemon its first sync, then the steady stream: a join, and the leave of the
+    // caller that joined `LEAVE_AFTER` events ago.
+    std::thread::sleep(Duration::from_secs(2));
+    const LEAVE_AFTER: u64 = 20;
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut text = String::new();
+        {
+            let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
+            w.push(n);
+            text.push_str(&format!(
+                "Event: QueueCallerJoin\r\nChannel: PJSIP/trunk-{n:08x}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nUniqueid: 1763700000.{n}\r\nLinkedid: 1763700000.{n}\r\nQueue: support\r\nPosition: {}\r\nCount: {}\r\n\r\n",
+                w.len(),
+                w.len()
+            ));
+            if w.len() as u64 > LEAVE_AFTER {
+                let gone = w.remove(0);
+                text.push_str(&format!(
+                    "Event: QueueCallerLeave\r\nChannel: PJSIP/trunk-{gone:08x}\r\nCallerIDNum: {gone}\r\nCallerIDName: Caller\r\nUniqueid: 1763700000.{gone}\r\nLinkedid: 1763700000.{gone}\r\nQueue: support\r\nPosition: 1\r\nCount: {}\r\n\r\n",
+                    w.len()
+                ));
+            }
+        }
+        ledger.sent(n);
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        if w.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+        sent.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The XMPP server's component side: opens `sessions` pascom sessions, then stamps every
+/// QueueJoinEvent headline.
+fn xmpp_server(listener: TcpListener, sessions: usize, ledger: Arc<Ledger>, first: usize) {
+    let Ok((mut sock, _)) = listener.accept() else {
+        return;
+    };
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut read_until = |sock: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]| loop {
+        if let Some(i) = memchr::memmem::find(buf, needle) {
+            buf.drain(..i + needle.len());
+            return true;
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    if !read_until(&mut sock, &mut buf, b"<stream:stream") || !read_until(&mut sock, &mut buf, b">")
+    {
+        return;
+    }
+    let _ = sock.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+          xmlns:stream='http://etherx.jabber.org/streams' from='pbx.example.test' id='soak'>",
+    );
+    if !read_until(&mut sock, &mut buf, b"</handshake>") {
+        return;
+    }
+    let _ = sock.write_all(b"<handshake/>");
+    for i in 0..sessions {
+        let iq = format!(
+            "<iq from='agent{i}@example.test/desk' to='pbx.example.test' type='get' id='ci{i}'>\
+             <cmd xmlns='http://www.pascom.net/mobydick' module='xmppuser'><ClientInfo><AddSubscription>\
+             <Subscription module='queue' type='QueueJoinEvent' scope='user'/>\
+             </AddSubscription></ClientInfo></cmd></iq>"
+        );
+        if sock.write_all(iq.as_bytes()).is_err() {
+            return;
+        }
+    }
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let at = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(end) = memchr::memmem::find(&buf[start..], b"</message>") {
+            let message = &buf[start..start + end];
+            let to = memchr::memmem::find(message, b"to='agent")
+                .or_else(|| memchr::memmem::find(message, b"to=\"agent"))
+                .map(|p| &message[p + 9..]);
+            let session = to.and_then(|t| {
+                let len = t.iter().take_while(|c| c.is_ascii_digit()).count();
+                std::str::from_utf8(&t[..len]).ok()?.parse::<usize>().ok()
+            });
+            if memchr::memmem::find(message, b"QueueJoinEvent").is_some() {
+                if let (Some(p), Some(s)) = (memchr::memmem::find(message, b"<phone>"), session) {
+                    let digits = &message[p + 7..];
+                    let len = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+                    if let Some(seq) = std::str::from_utf8(&digits[..len])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        ledger.stamp(first + s, seq, at);
+                    }
+                }
+            }
+            start += end + 10;
+        }
+        buf.drain(..start);
+    }
+}
+
+/// One event stream: stamps every `caller_joined`, counts snapshots after the first.
+fn sse_client(port: u16, token: &str, consumer: usize, ledger: Arc<Ledger>) {
+    let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let req =
+        format!("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    if sock.write_all(req.as_bytes()).is_err() {
+        return;
+    }
+    let mut reader = BufReader::with_capacity(1 << 16, sock);
+    let mut line = String::new();
+    let mut snapshots = 0;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.starts_with("event: snapshot") {
+            snapshots += 1;
+            if snapshots > 1 {
+                ledger.resynced.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if line.starts_with("data:") && line.contains("\"caller_joined\"") {
+            let at = Instant::now();
+            if let Some(p) = line.find("\"caller_id_num\":\"") {
+                let digits = &line[p + 17..];
+                let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+                if let Ok(seq) = digits[..len].parse() {
+                    ledger.stamp(consumer, seq, at);
+                }
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let minutes = count("QB_SOAK_MINUTES", 30);
+    let rate = count("QB_SOAK_RATE", 1000);
+    let sse = count("QB_SOAK_SSE", 200) as usize;
+    let xmpp = count("QB_SOAK_XMPP", 200) as usize;
+    let bin = std::env::var("QB_SOAK_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/queuebridge").to_owned()
+    });
+    let ledger = Arc::new(Ledger::new(sse + xmpp));
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ami = TcpListener::bind("127.0.0.1:0")?;
+    let component = TcpListener::bind("127.0.0.1:0")?;
+    let http = TcpListener::bind("127.0.0.1:0")?;
+    let (ami_port, xmpp_port, http_port) = (
+        ami.local_addr()?.port(),
+        component.local_addr()?.port(),
+        http.local_addr()?.port(),
+    );
+    drop(http);
+    let dir = tempfile::tempdir()?;
+    let token = "soak-token-0123456789";
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk";
+    let mut config = format!(
+        "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{token}\"\nmax_event_streams = {}\n\
+         [[ami]]\nid = \"pbx1\"\nhost = \"127.0.0.1\"\nport = {ami_port}\nusername = \"u\"\nsecret = \"s\"\nauth = \"plain\"\n\
+         [xmpp]\nserver = \"127.0.0.1:{xmpp_port}\"\ncomponent = \"pbx.example.test\"\nsecret = \"soak\"\ndomain = \"example.test\"\n\
+         ping_interval = 3600.0\n",
+        dir.path().display().to_string(),
+        sse + 16
+    );
+    for i in 0..xmpp {
+        config.push_str(&format!(
+            "[[users]]\nname = \"agent{i}\"\npassword_hash = \"{hash}\"\ninterface = \"Local/agent{i}@agents/n\"\nqueues = [\"support\"]\n"
+        ));
+    }
+    let path = dir.path().join("soak.toml");
+    std::fs::write(&path, config)?;
+    {
+        let (ledger, sent, stop) = (ledger.clone(), sent.clone(), stop.clone());
+        std::thread::spawn(move || ami_server(ami, rate, ledger, sent, stop));
+    }
+    {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || xmpp_server(component, xmpp, ledger, sse));
+    }
+    let daemon = Daemon(
+        Command::new(&bin)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("{bin}: {e} (cargo build --release first)"))?,
+    );
+    let pid = daemon.0.id();
+    while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in 0..sse {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || sse_client(http_port, token, c, ledger));
+    }
+    println!(
+        "soak: {minutes} min at {rate} events/s, {sse} event streams, {xmpp} pascom sessions (daemon pid {pid})"
+    );
+    println!("minute  rss_kib  joins_sent  missed  resynced  p50  p99  max");
+    let start = Instant::now();
+    let mut warm_rss = 0;
+    let mut p99s = Vec::new();
+    let mut last_rss = 0;
+    for minute in 1..=minutes {
+        let due = start + Duration::from_secs(60 * minute);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        // Joins written more than 2 s ago have reached every consumer, unless lost.
+        let settled = sent.load(Ordering::Relaxed).saturating_sub(2 * rate);
+        let (p50, p99, max) = ledger.take_percentiles();
+        last_rss = rss_kib(pid);
+        if minute == 1 {
+            warm_rss = last_rss;
+        }
+        p99s.push(p99);
+        println!(
+            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}",
+            sent.load(Ordering::Relaxed),
+            ledger.missed(settled),
+            ledger.resynced.load(Ordering::Relaxed),
+        );
+    }
+    // The exact tally: stop the stream, let the last joins arrive.
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    let last = sent.load(Ordering::Relaxed);
+    let growth = if warm_rss > 0 {
+        (last_rss as f64 - warm_rss as f64) / warm_rss as f64 * 100.0
+    } else {
+        0.0
+    };
+    let later = p99s.iter().skip(1);
+    let (lo, hi) = (
+        later.clone().min().copied().unwrap_or_default(),
+        later.max().copied().unwrap_or_default(),
+    );
+    println!(
+        "{last} joins to {} consumers: {} missed, {} resyncs; rss after warm-up {warm_rss} KiB, at the end {last_rss} KiB ({growth:+.1} %); p99 {lo:?} to {hi:?} after the first minute",
+        sse + xmpp,
+        ledger.missed(last),
+        ledger.resynced.load(Ordering::Relaxed),
+    );
+    drop(daemon);
+    Ok(())
+}
