@@ -24,7 +24,8 @@ local component = module:get_option_string("pascom_component", "pbx." .. module.
 -- How long an answer is waited for; queuebridge answers every command within 20 s.
 local answer_timeout = module:get_option_number("pascom_answer_timeout", 60);
 
--- "full JID <space> id" -> { from = the 'from' the answer must carry, at = time }
+-- "full JID <space> id" -> the requests waiting for an answer, oldest first:
+-- { from = the 'from' the answer must carry, at = time }
 local pending = {};
 local pending_count = 0;
 local max_pending = module:get_option_number("pascom_max_pending", 10000);
@@ -38,11 +39,16 @@ local function forward(event)
 		origin.send(st.error_reply(stanza, "wait", "resource-constraint", "too many commands in progress"));
 		return true;
 	end
+	-- Keyed by session and id; a session that reuses an id before the first answer came has
+	-- its requests queued under that key, answered in order (queuebridge answers each one).
 	local key = origin.full_jid .. " " .. (stanza.attr.id or "");
-	if not pending[key] then
-		pending_count = pending_count + 1;
+	local waiting = pending[key];
+	if not waiting then
+		waiting = {};
+		pending[key] = waiting;
 	end
-	pending[key] = { from = stanza.attr.to or jid_bare(origin.full_jid), at = os.time() };
+	waiting[#waiting + 1] = { from = stanza.attr.to or jid_bare(origin.full_jid), at = os.time() };
+	pending_count = pending_count + 1;
 	local copy = st.clone(stanza);
 	copy.attr.from = origin.full_jid;
 	copy.attr.to = component;
@@ -68,9 +74,12 @@ local function answer(event)
 		return;
 	end
 	local key = (stanza.attr.to or "") .. " " .. (stanza.attr.id or "");
-	local request = pending[key];
-	if request then
-		pending[key] = nil;
+	local waiting = pending[key];
+	if waiting then
+		local request = table.remove(waiting, 1);
+		if #waiting == 0 then
+			pending[key] = nil;
+		end
 		pending_count = pending_count - 1;
 		stanza.attr.from = request.from;
 	end
@@ -80,10 +89,13 @@ module:hook("iq/full", answer, 10);
 
 module:add_timer(answer_timeout, function()
 	local now = os.time();
-	for key, request in pairs(pending) do
-		if now - request.at > answer_timeout then
-			pending[key] = nil;
+	for key, waiting in pairs(pending) do
+		while waiting[1] and now - waiting[1].at > answer_timeout do
+			table.remove(waiting, 1);
 			pending_count = pending_count - 1;
+		end
+		if #waiting == 0 then
+			pending[key] = nil;
 		end
 	end
 	return answer_timeout;

@@ -986,6 +986,20 @@ async fn a_flooding_client_and_a_caller_xml_cannot_carry_hold_up_nobody() {
         "qs",
         &command("qs", "queue", r#"<FindQueueState name="support"/>"#),
     );
+    // Two commands of one session with the same id at once: each answer comes back addressed
+    // as the client expects (mod_pascom keeps both requests).
+    tweber.send(&command("dup", "queue", "<FindOwnState/>"));
+    tweber.send(&command("dup", "queue", "<FindOwnState/>"));
+    for _ in 0..2 {
+        let answer = tweber
+            .wait_for(Duration::from_secs(25), |s| {
+                s.starts_with("<iq") && s.contains("id=\"dup\"")
+            })
+            .expect("both answers to the same id");
+        let iq = parse(&answer);
+        assert_eq!(iq.attr("from"), Some("tweber@example.test"), "{answer}");
+        assert_eq!(iq.attr("type"), Some("result"), "{answer}");
+    }
     assert!(answer.contains("QueueState"), "{answer}");
     // Every one of the flood's IQs got an answer: a result, or "try again" when that user's
     // command slots were full.
