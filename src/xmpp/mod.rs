@@ -2,7 +2,9 @@
 //!
 //! * [`pascom`] — the command API on the wire (the seed's stanzas);
 //! * [`events`] — the queue module's view of the state, and the events that keep it right;
-//! * [`sessions`] — client sessions, subscriptions, and who gets an event.
+//! * [`sessions`] — client sessions, subscriptions, and who gets an event;
+//! * [`outbound`] — what the link writes, each event's payload serialized once;
+//! * [`capped`] — the link's socket, with a cap on what one stanza may take.
 //!
 //! Three tasks: the **link** owns the component stream — it logs in, reads stanzas, writes the
 //! outbound queue, pings the server when the link is quiet, and reconnects with backoff; the
