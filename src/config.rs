@@ -438,10 +438,17 @@ fn syntax_message(text: &str, e: &toml::de::Error) -> String {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     let line = text[line_start..].lines().next().unwrap_or_default();
+    // Only a key that is a key (TOML's bare-key letters, dotted): whatever else stands before
+    // an `=` on that line — the middle of a multi-line string, say — is not repeated.
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"'))
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= 64
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        });
     let message = match key {
         Some(k)
             if HIDDEN_KEYS
