@@ -1026,3 +1026,36 @@ async fn a_flooding_client_and_a_caller_xml_cannot_carry_hold_up_nobody() {
     );
     bridge.assert_exact(&mut driver, "pbx1", "support").await;
 }
+
+/// A client's IQ nested eight thousand deep (56 KB, within Prosody's stanza limit) overflowed
+/// the stack when queuebridge dropped the parsed element, aborting the daemon. Now the link
+/// refuses it before parsing, reconnects, and everyone carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deeply_nested_stanza_does_not_take_the_daemon_down() {
+    let Setup {
+        ast: _ast,
+        driver: _driver,
+        prosody,
+        mut bridge,
+        proxy: _,
+    } = setup().await;
+    let mut tweber = prosody.client("tweber", "pw", "desk");
+    let mut boss = prosody.client("mpasquay", "pw", "desk");
+    answered(&mut tweber).await;
+    let deep = format!(
+        r#"<iq id="deep" type="get"><cmd xmlns="{NS}" module="queue">{}{}</cmd></iq>"#,
+        "<a>".repeat(8_000),
+        "</a>".repeat(8_000)
+    );
+    tweber.send(&deep);
+    until("the link to refuse the stanza and come back", async || {
+        let log = bridge.log();
+        (log.contains("nested deeper than the limit")
+            && log.matches("XMPP component connected").count() >= 2)
+            .then_some(())
+    })
+    .await;
+    assert!(bridge.alive(), "the daemon died:\n{}", bridge.log());
+    answered(&mut boss).await;
+    answered(&mut tweber).await;
+}
