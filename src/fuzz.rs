@@ -101,7 +101,7 @@ pub fn config(data: &[u8]) {
         }
         Err(e) => {
             let shown = e.to_string();
-            for line in text.lines() {
+            for (n, line) in text.lines().enumerate() {
                 let Some((key, value)) = line.split_once('=') else {
                     continue;
                 };
@@ -114,9 +114,18 @@ pub fn config(data: &[u8]) {
                     && !key.contains(value)
                     && shown.contains(value)
                 {
-                    // Shown: a leak, unless the message says it whatever the value (the fuzzer
-                    // can make a value out of the message's own words).
-                    let other = text.replace(value, &"Q".repeat(value.len()));
+                    // Shown: a leak, unless the message says it whatever this line's value (the
+                    // fuzzer makes values out of the message's words, or of other lines' keys).
+                    let other: String = text
+                        .lines()
+                        .enumerate()
+                        .map(|(i, l)| match (i == n, l.split_once('=')) {
+                            (true, Some((k, v))) => {
+                                format!("{k}={}\n", v.replace(value, &"Q".repeat(value.len())))
+                            }
+                            _ => format!("{l}\n"),
+                        })
+                        .collect();
                     let again = Config::parse(&other, "fuzz").err().map(|e| e.to_string());
                     assert!(
                         again.is_some_and(|m| m.contains(value)),

@@ -219,6 +219,7 @@ pub fn with_body_limit(router: Router, max: usize) -> Router {
                 Err(e) if is_length_limit(&e) => too_large(max),
                 Err(_) => (
                     axum::http::StatusCode::REQUEST_TIMEOUT,
+                    [(axum::http::header::CONNECTION, "close")],
                     axum::Json(serde_json::json!({
                         "error": "request_timeout",
                         "message": "the request body did not arrive in time",
@@ -250,9 +251,12 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
+/// `413`, and the connection closes: the rest of the body is not read, so the connection
+/// cannot carry another request (and the client is told so, not left to find out).
 fn too_large(max: usize) -> axum::response::Response {
     (
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        [(axum::http::header::CONNECTION, "close")],
         axum::Json(serde_json::json!({
             "error": "payload_too_large",
             "message": format!("request bodies are at most {max} bytes"),
