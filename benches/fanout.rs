@@ -13,10 +13,13 @@
 //!
 //! `QB_BENCH_SESSIONS` and `QB_BENCH_EVENTS` change the counts (defaults 1,000 and 2,000).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+#[path = "support/component.rs"]
+mod component;
 
 use queuebridge::access::{Access, Directory, UserConfig};
 use queuebridge::ami::Message;
@@ -45,33 +48,9 @@ struct Seen {
 
 /// A component server that accepts one handshake, then stamps every message it reads.
 fn component_server(listener: TcpListener, seen: mpsc::Sender<Seen>) {
-    let Ok((mut sock, _)) = listener.accept() else {
+    let Some((mut sock, mut buf)) = component::accept(&listener) else {
         return;
     };
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut read_until = |sock: &mut std::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]| loop {
-        if let Some(i) = buf.windows(needle.len()).position(|w| w == needle) {
-            buf.drain(..i + needle.len());
-            return true;
-        }
-        match sock.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    if !read_until(&mut sock, &mut buf, b"<stream:stream") || !read_until(&mut sock, &mut buf, b">")
-    {
-        return;
-    }
-    let _ = sock.write_all(
-        b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
-          xmlns:stream='http://etherx.jabber.org/streams' from='pbx.example.test' id='bench'>",
-    );
-    if !read_until(&mut sock, &mut buf, b"</handshake>") {
-        return;
-    }
-    let _ = sock.write_all(b"<handshake/>");
     let mut chunk = vec![0u8; 1 << 20];
     loop {
         let n = match sock.read(&mut chunk) {

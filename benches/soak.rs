@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/component.rs"]
+mod component;
+
 fn count(var: &str, default: u64) -> u64 {
     std::env::var(var)
         .ok()
@@ -259,33 +262,9 @@ fn ami_server(
 /// The XMPP server's component side: opens `sessions` pascom sessions, then stamps every
 /// QueueJoinEvent headline.
 fn xmpp_server(listener: TcpListener, sessions: usize, ledger: Arc<Ledger>, first: usize) {
-    let Ok((mut sock, _)) = listener.accept() else {
+    let Some((mut sock, mut buf)) = component::accept(&listener) else {
         return;
     };
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut read_until = |sock: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]| loop {
-        if let Some(i) = memchr::memmem::find(buf, needle) {
-            buf.drain(..i + needle.len());
-            return true;
-        }
-        match sock.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    if !read_until(&mut sock, &mut buf, b"<stream:stream") || !read_until(&mut sock, &mut buf, b">")
-    {
-        return;
-    }
-    let _ = sock.write_all(
-        b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
-          xmlns:stream='http://etherx.jabber.org/streams' from='pbx.example.test' id='soak'>",
-    );
-    if !read_until(&mut sock, &mut buf, b"</handshake>") {
-        return;
-    }
-    let _ = sock.write_all(b"<handshake/>");
     for i in 0..sessions {
         let iq = format!(
             "<iq from='agent{i}@example.test/desk' to='pbx.example.test' type='get' id='ci{i}'>\
