@@ -204,28 +204,23 @@ pub fn with_body_limit(router: Router, max: usize) -> Router {
                 return too_large(max);
             }
             match axum::body::to_bytes(body, max).await {
-                Ok(bytes) if carries_nul(&bytes) => (
+                Ok(bytes) if carries_nul(&bytes) => answer(
                     axum::http::StatusCode::BAD_REQUEST,
-                    axum::Json(serde_json::json!({
-                        "error": "bad_request",
-                        "message": "a NUL character is not accepted in a request body",
-                    })),
-                )
-                    .into_response(),
+                    "bad_request",
+                    "a NUL character is not accepted in a request body".into(),
+                    false,
+                ),
                 Ok(bytes) => {
                     next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
                         .await
                 }
                 Err(e) if is_length_limit(&e) => too_large(max),
-                Err(_) => (
+                Err(_) => answer(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
-                    [(axum::http::header::CONNECTION, "close")],
-                    axum::Json(serde_json::json!({
-                        "error": "request_timeout",
-                        "message": "the request body did not arrive in time",
-                    })),
-                )
-                    .into_response(),
+                    "request_timeout",
+                    "the request body did not arrive in time".into(),
+                    true,
+                ),
             }
         },
     ))
@@ -254,15 +249,28 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// `413`, and the connection closes: the rest of the body is not read, so the connection
 /// cannot carry another request (and the client is told so, not left to find out).
 fn too_large(max: usize) -> axum::response::Response {
-    (
+    answer(
         axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-        [(axum::http::header::CONNECTION, "close")],
-        axum::Json(serde_json::json!({
-            "error": "payload_too_large",
-            "message": format!("request bodies are at most {max} bytes"),
-        })),
+        "payload_too_large",
+        format!("request bodies are at most {max} bytes"),
+        true,
     )
-        .into_response()
+}
+
+/// `{"error", "message"}` with `status`; with `close`, the connection closes after it (the
+/// body was not read whole, so it cannot carry another request).
+fn answer(
+    status: axum::http::StatusCode,
+    error: &str,
+    message: String,
+    close: bool,
+) -> axum::response::Response {
+    let body = axum::Json(serde_json::json!({ "error": error, "message": message }));
+    if close {
+        (status, [(axum::http::header::CONNECTION, "close")], body).into_response()
+    } else {
+        (status, body).into_response()
+    }
 }
 
 /// Answers a connection there is no room for: `503`, then close.
