@@ -27,7 +27,7 @@ use queuebridge::command::Commands;
 use queuebridge::config::{Config, XmppConfig};
 use queuebridge::hub::Hub;
 use queuebridge::servers::Servers;
-use queuebridge::state::{Input, Queue, QueueIds, QueueStats, State, What};
+use queuebridge::state::{Input, Queue, QueueIds, State, What};
 use queuebridge::xmpp::pascom::{Scope, Subscription};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -125,16 +125,7 @@ fn main() -> anyhow::Result<()> {
         server.link.synced = true;
         server.queues.insert(
             "support".into(),
-            Queue {
-                server: Arc::from("pbx1"),
-                name: Arc::from("support"),
-                id: 2,
-                stats: QueueStats::default(),
-                members: Default::default(),
-                callers: Vec::new(),
-                connected_calls: Vec::new(),
-                ringing: Vec::new(),
-            },
+            Queue::new(Arc::from("pbx1"), Arc::from("support"), 2),
         );
         let hub = Hub::new(state);
         // The agents: every one belongs to "support".

@@ -546,9 +546,8 @@ mod tests {
                 .map(|m| (m.to_owned(), crate::state::Member::default()))
                 .into_iter()
                 .collect(),
-            callers: Vec::new(),
-            connected_calls: Vec::new(),
-            ringing: Vec::new(),
+            callers: Default::default(),
+            connected_calls: Default::default(),
         };
         let agent = Principal::User(dir.user("tweber").unwrap().clone());
         let boss = Principal::User(dir.user("boss").unwrap().clone());

@@ -382,6 +382,7 @@ impl Recorder {
         match &c.kind {
             ChangeKind::CallerJoined { queue, caller }
             | ChangeKind::CallerUpdated { queue, caller } => {
+                let caller = &caller.caller;
                 let key = (server.clone(), caller.uniqueid.clone(), queue.clone());
                 if !self.pending.contains_key(&key) && self.pending.len() < MAX_PENDING {
                     self.pending.insert(
@@ -533,7 +534,7 @@ pub async fn run(history: History, hub: Arc<Hub>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Caller, ConnectedCall};
+    use crate::state::{Caller, ConnectedCall, Waiting};
 
     fn change(kind: ChangeKind) -> Change {
         Change {
@@ -546,11 +547,14 @@ mod tests {
     fn joined(uniqueid: &str, entered: i64) -> Change {
         change(ChangeKind::CallerJoined {
             queue: "sales".into(),
-            caller: Caller {
-                uniqueid: uniqueid.into(),
-                caller_id_num: "5551".into(),
-                entered,
-                ..Caller::default()
+            caller: Waiting {
+                position: 1,
+                caller: Caller {
+                    uniqueid: uniqueid.into(),
+                    caller_id_num: "5551".into(),
+                    entered,
+                    ..Caller::default()
+                },
             },
         })
     }

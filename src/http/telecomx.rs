@@ -428,7 +428,7 @@ fn callers_json(directory: &Directory, q: &Queue) -> Vec<Value> {
             })
         })
         .collect();
-    for c in &q.connected_calls {
+    for c in q.connected_calls.iter() {
         let user = directory.by_interface(&q.server, &c.interface);
         let number = user.map_or(extension_of(&c.interface), |u| u.number());
         out.push(json!({

@@ -832,11 +832,10 @@ fn call_lists(app: &AppState, params: &HashMap<String, String>) -> Result<Value,
             }
         };
         let ringing: Vec<Value> = q
-            .ringing
-            .iter()
+            .ringing()
             .filter_map(|r| {
-                let c = q.callers.iter().find(|c| c.uniqueid == r.uniqueid)?;
-                let (name, number) = member(&r.interface);
+                let c = q.callers.get(r.uniqueid)?;
+                let (name, number) = member(r.interface);
                 Some(json!({
                     "call_id": c.uniqueid,
                     "caller_number": c.caller_id_num,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Caller, ConnectedCall, Link, Member, QueueStats};
+use super::{ConnectedCall, Link, Member, QueueStats, Waiting};
 
 /// One change of the state.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -42,9 +42,9 @@ pub enum ChangeKind {
     /// A member left the queue.
     MemberRemoved { queue: Arc<str>, interface: String },
     /// A caller joined at `caller.position`.
-    CallerJoined { queue: Arc<str>, caller: Caller },
+    CallerJoined { queue: Arc<str>, caller: Waiting },
     /// A waiting caller's details changed (priority or order, seen in QueueStatus).
-    CallerUpdated { queue: Arc<str>, caller: Caller },
+    CallerUpdated { queue: Arc<str>, caller: Waiting },
     /// A caller left the waiting list (answered, abandoned, timed out or withdrawn).
     CallerLeft {
         queue: Arc<str>,

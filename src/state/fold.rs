@@ -1,6 +1,6 @@
 //! `apply`: the pure fold of one input into the state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use crate::ami::event::{AgentFields, CallerFields, EntryFields, MemberFields, ParamsFields};
@@ -9,7 +9,7 @@ use crate::ami::Event;
 use super::model::status_name;
 use super::{
     Caller, Change, ChangeKind, ConnectedCall, Input, LinkChange, Member, Queue, QueueStats,
-    QueueStatus, Ringing, Scope, State, What,
+    QueueStatus, Rung, Scope, State, Waiting, What,
 };
 
 /// Folds one input into the state and returns what changed, in order.
@@ -131,7 +131,6 @@ fn stats_from(p: &ParamsFields<'_>) -> QueueStats {
 
 fn caller_from(c: &CallerFields<'_>) -> Caller {
     Caller {
-        position: c.position,
         channel: c.channel.to_owned(),
         uniqueid: c.uniqueid.to_owned(),
         linkedid: c.linkedid.to_owned(),
@@ -150,9 +149,15 @@ fn withheld(presentation: Option<&str>) -> bool {
     presentation.is_some_and(|p| p.starts_with("prohib"))
 }
 
-fn renumber(callers: &mut [Caller]) {
-    for (i, c) in callers.iter_mut().enumerate() {
-        c.position = i as i64 + 1;
+/// A 1-based position from AMI (`Position`); anything below 1 means the front.
+fn place(position: i64) -> usize {
+    usize::try_from(position).unwrap_or(0).max(1)
+}
+
+fn waiting(position: usize, caller: &Caller) -> Waiting {
+    Waiting {
+        position: position as i64,
+        caller: caller.clone(),
     }
 }
 
@@ -170,16 +175,7 @@ impl Fold<'_> {
         let server = state.server_mut(self.server);
         if !server.queues.contains_key(name) {
             let id = state.ids.get_or_assign(self.server, name);
-            let queue = Queue {
-                server: self.server.clone(),
-                name: Arc::from(name),
-                id,
-                stats: QueueStats::default(),
-                members: BTreeMap::new(),
-                callers: Vec::new(),
-                connected_calls: Vec::new(),
-                ringing: Vec::new(),
-            };
+            let queue = Queue::new(self.server.clone(), Arc::from(name), id);
             self.push(ChangeKind::QueueUpdated {
                 queue: queue.name.clone(),
                 queue_id: id,
@@ -240,28 +236,21 @@ impl Fold<'_> {
             Event::CallerLeave(c) => self.caller_leave(state, c),
             Event::CallerAbandon(a) => {
                 let q = self.queue(state, a.caller.queue);
-                if let Some(c) = q
-                    .callers
-                    .iter_mut()
-                    .find(|c| c.uniqueid == a.caller.uniqueid)
-                {
+                if let Some(c) = q.callers.get_mut(a.caller.uniqueid) {
                     c.abandoned = true;
                 }
             }
             Event::AgentCalled(a) => {
                 let at = self.at_secs;
                 let q = self.queue(state, a.caller.queue);
-                let waiting = q.callers.iter().any(|c| c.uniqueid == a.caller.uniqueid);
-                let known = q
-                    .ringing
-                    .iter()
-                    .any(|r| r.uniqueid == a.caller.uniqueid && r.interface == a.interface);
-                if waiting && !known {
-                    q.ringing.push(Ringing {
-                        uniqueid: a.caller.uniqueid.to_owned(),
-                        interface: a.interface.to_owned(),
-                        since: at,
-                    });
+                // Only a waiting caller is rung; a repeated AgentCalled keeps the first time.
+                if let Some(c) = q.callers.get_mut(a.caller.uniqueid) {
+                    if !c.ringing.contains_key(a.interface) {
+                        c.ringing.push(Rung {
+                            interface: a.interface.to_owned(),
+                            since: at,
+                        });
+                    }
                 }
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentCalled {
@@ -272,8 +261,9 @@ impl Fold<'_> {
             }
             Event::AgentRingNoAnswer(a) => {
                 let q = self.queue(state, a.caller.queue);
-                q.ringing
-                    .retain(|r| r.uniqueid != a.caller.uniqueid || r.interface != a.interface);
+                if let Some(c) = q.callers.get_mut(a.caller.uniqueid) {
+                    c.ringing.remove(a.interface);
+                }
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentRingNoAnswer {
                     queue,
@@ -332,30 +322,28 @@ impl Fold<'_> {
         let q = self.queue(state, c.queue);
         let mut caller = caller_from(c);
         caller.entered = at;
-        let known = q.callers.iter().position(|x| x.uniqueid == c.uniqueid);
-        let old = known.map(|i| q.callers.remove(i));
-        if let Some(old) = &old {
+        let old = q.callers.remove(c.uniqueid);
+        if let Some((_, old)) = &old {
             // Already known (from a snapshot that raced this event): keep what only we know.
             caller.entered = old.entered;
             caller.priority = old.priority;
             caller.abandoned = old.abandoned;
+            caller.ringing = old.ringing.clone();
         }
-        let index = usize::try_from(c.position.max(1) - 1)
-            .unwrap_or(0)
-            .min(q.callers.len());
-        q.callers.insert(index, caller);
-        renumber(&mut q.callers);
+        let position = q.callers.insert(place(c.position), caller);
         q.stats.calls = q.callers.len() as i64;
-        let caller = &q.callers[index];
+        let Some(caller) = q.callers.get(c.uniqueid) else {
+            return;
+        };
         let kind = match old {
             None => ChangeKind::CallerJoined {
                 queue: q.name.clone(),
-                caller: caller.clone(),
+                caller: waiting(position, caller),
             },
-            Some(old) if old == *caller => return,
+            Some((was, old)) if was == position && old == *caller => return,
             Some(_) => ChangeKind::CallerUpdated {
                 queue: q.name.clone(),
-                caller: caller.clone(),
+                caller: waiting(position, caller),
             },
         };
         self.push(kind);
@@ -363,17 +351,14 @@ impl Fold<'_> {
 
     fn caller_leave(&mut self, state: &mut State, c: &CallerFields<'_>) {
         let q = self.queue(state, c.queue);
-        let Some(i) = q.callers.iter().position(|x| x.uniqueid == c.uniqueid) else {
+        let Some((position, old)) = q.callers.remove(c.uniqueid) else {
             return;
         };
-        let old = q.callers.remove(i);
-        q.ringing.retain(|r| r.uniqueid != old.uniqueid);
-        renumber(&mut q.callers);
         q.stats.calls = q.callers.len() as i64;
         self.push(ChangeKind::CallerLeft {
             queue: q.name.clone(),
             uniqueid: old.uniqueid,
-            position: old.position,
+            position: position as i64,
             abandoned: old.abandoned,
         });
     }
@@ -394,9 +379,11 @@ impl Fold<'_> {
 
     fn agent_connect(&mut self, state: &mut State, a: &AgentFields<'_>) {
         let q = self.queue(state, a.caller.queue);
-        q.ringing.retain(|r| r.uniqueid != a.caller.uniqueid);
-        let (dialled, privacy) = match q.callers.iter().find(|c| c.uniqueid == a.caller.uniqueid) {
-            Some(c) => (c.dialled.clone(), c.privacy),
+        let (dialled, privacy) = match q.callers.get_mut(a.caller.uniqueid) {
+            Some(c) => {
+                c.ringing = Default::default();
+                (c.dialled.clone(), c.privacy)
+            }
             None => (a.caller.exten.to_owned(), withheld(a.caller.presentation)),
         };
         let call = ConnectedCall {
@@ -415,7 +402,6 @@ impl Fold<'_> {
         };
         let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
-        q.connected_calls.retain(|c| c.uniqueid != call.uniqueid);
         q.connected_calls.push(call.clone());
         // InCall becomes 1 at bridge time without an event of its own (ami.md §2.5).
         self.set_in_call(state, a.caller.queue, a.interface, true);
@@ -425,8 +411,7 @@ impl Fold<'_> {
     fn agent_done(&mut self, state: &mut State, a: &AgentFields<'_>, reason: &str) {
         let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
-        q.connected_calls
-            .retain(|c| c.uniqueid != a.caller.uniqueid);
+        q.connected_calls.remove(a.caller.uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
         // read back by the client's targeted QueueStatus, never guessed (guessing would double
         // them when this event raced a snapshot).
@@ -553,51 +538,54 @@ impl Fold<'_> {
                 .retain(|c| busy.contains(c.interface.as_str()));
         }
 
-        let mut callers: Vec<Caller> = Vec::with_capacity(entries.len());
         let mut sorted: Vec<&&EntryFields<'_>> = entries.iter().collect();
         sorted.sort_by_key(|e| e.caller.position);
+        let mut callers: Vec<Caller> = Vec::with_capacity(sorted.len());
         for e in sorted {
             let mut caller = caller_from(&e.caller);
             caller.priority = e.priority;
-            match q.callers.iter().find(|c| c.uniqueid == e.caller.uniqueid) {
+            match q.callers.get(e.caller.uniqueid) {
                 Some(old) => {
                     caller.linkedid = old.linkedid.clone();
                     caller.dialled = old.dialled.clone();
                     caller.privacy = old.privacy;
                     caller.entered = old.entered;
                     caller.abandoned = old.abandoned;
+                    caller.ringing = old.ringing.clone();
                 }
                 None => caller.entered = at - e.wait,
             }
             callers.push(caller);
         }
-        renumber(&mut callers);
-        for old in &q.callers {
-            if !callers.iter().any(|c| c.uniqueid == old.uniqueid) {
+        let listed: HashSet<&str> = callers.iter().map(|c| c.uniqueid.as_str()).collect();
+        for (position, old) in q.callers.ranked() {
+            if !listed.contains(old.uniqueid.as_str()) {
                 changes.push(ChangeKind::CallerLeft {
                     queue: queue.clone(),
                     uniqueid: old.uniqueid.clone(),
-                    position: old.position,
+                    position: position as i64,
                     abandoned: old.abandoned,
                 });
             }
         }
-        for c in &callers {
-            match q.callers.iter().find(|o| o.uniqueid == c.uniqueid) {
+        // Positions after the leaves above: the order the snapshot lists.
+        for (i, c) in callers.iter().enumerate() {
+            let position = i + 1;
+            match q.callers.get(&c.uniqueid) {
                 None => changes.push(ChangeKind::CallerJoined {
                     queue: queue.clone(),
-                    caller: c.clone(),
+                    caller: waiting(position, c),
                 }),
-                Some(old) if old != c => changes.push(ChangeKind::CallerUpdated {
-                    queue: queue.clone(),
-                    caller: c.clone(),
-                }),
+                Some(old) if old != c || q.callers.position(&c.uniqueid) != Some(position) => {
+                    changes.push(ChangeKind::CallerUpdated {
+                        queue: queue.clone(),
+                        caller: waiting(position, c),
+                    })
+                }
                 Some(_) => {}
             }
         }
-        q.callers = callers;
-        let waiting: BTreeSet<&str> = q.callers.iter().map(|c| c.uniqueid.as_str()).collect();
-        q.ringing.retain(|r| waiting.contains(r.uniqueid.as_str()));
+        q.callers.replace(callers);
 
         let mut stats = stats_from(p);
         stats.calls = q.callers.len() as i64;

@@ -14,9 +14,15 @@ pub const FILE: &str = "queue-ids.json";
 
 #[derive(Clone, Debug, Default)]
 pub struct QueueIds {
-    by_queue: BTreeMap<(String, String), u64>,
+    /// Server → queue → id.
+    by_queue: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Id → its server and queue.
+    owners: BTreeMap<u64, (String, String)>,
     /// Ids fixed in the configuration; never handed out to another queue.
     pinned: BTreeSet<u64>,
+    /// Every id below this one is taken, so the search for a free one starts here: assigning
+    /// n ids costs O(n log n) in all, not O(n²). Only re-pinning a queue frees an id.
+    next: u64,
     dirty: bool,
 }
 
@@ -45,31 +51,45 @@ pub enum IdsError {
 impl QueueIds {
     /// Pins a configured id; configured ids win over persisted ones.
     pub fn pin(&mut self, server: &str, queue: &str, id: u64) {
-        self.by_queue
-            .retain(|k, v| *v != id || (k.0 == server && k.1 == queue));
-        self.by_queue.insert((server.into(), queue.into()), id);
+        if let Some((s, q)) = self.owners.remove(&id) {
+            if let Some(queues) = self.by_queue.get_mut(&s) {
+                queues.remove(&q);
+            }
+        }
+        self.set(server, queue, id);
         self.pinned.insert(id);
+    }
+
+    fn set(&mut self, server: &str, queue: &str, id: u64) {
+        let queues = self.by_queue.entry(server.to_owned()).or_default();
+        if let Some(old) = queues.insert(queue.to_owned(), id) {
+            if old != id {
+                self.owners.remove(&old);
+                self.next = self.next.min(old);
+            }
+        }
+        self.owners
+            .insert(id, (server.to_owned(), queue.to_owned()));
     }
 
     /// The queue's id, assigning the next free one the first time a queue is seen.
     pub fn get_or_assign(&mut self, server: &str, queue: &str) -> u64 {
-        if let Some(&id) = self.by_queue.get(&(server.to_owned(), queue.to_owned())) {
+        if let Some(id) = self.get(server, queue) {
             return id;
         }
-        let used: BTreeSet<u64> = self.by_queue.values().copied().collect();
-        let id = (1..)
-            .find(|n| !used.contains(n) && !self.pinned.contains(n))
-            .unwrap_or(u64::MAX);
-        self.by_queue.insert((server.into(), queue.into()), id);
+        let mut id = self.next.max(1);
+        while self.owners.contains_key(&id) || self.pinned.contains(&id) {
+            id = id.saturating_add(1);
+        }
+        self.next = id.saturating_add(1);
+        self.set(server, queue, id);
         self.dirty = true;
         id
     }
 
     /// The queue's id, if it has one.
     pub fn get(&self, server: &str, queue: &str) -> Option<u64> {
-        self.by_queue
-            .get(&(server.to_owned(), queue.to_owned()))
-            .copied()
+        self.by_queue.get(server)?.get(queue).copied()
     }
 
     /// True once after an id was assigned: time to persist.
@@ -97,7 +117,7 @@ impl QueueIds {
             })?;
         let mut ids = Self::default();
         for e in entries {
-            ids.by_queue.insert((e.server, e.queue), e.id);
+            ids.set(&e.server, &e.queue, e.id);
         }
         Ok(ids)
     }
@@ -107,10 +127,12 @@ impl QueueIds {
         let entries: Vec<Entry> = self
             .by_queue
             .iter()
-            .map(|((server, queue), id)| Entry {
-                server: server.clone(),
-                queue: queue.clone(),
-                id: *id,
+            .flat_map(|(server, queues)| {
+                queues.iter().map(|(queue, id)| Entry {
+                    server: server.clone(),
+                    queue: queue.clone(),
+                    id: *id,
+                })
             })
             .collect();
         let json = serde_json::to_vec_pretty(&entries).map_err(std::io::Error::other)?;
@@ -143,5 +165,20 @@ mod tests {
         let mut back = QueueIds::load(dir.path()).unwrap();
         assert_eq!(back.get_or_assign("a", "q2"), 2);
         assert_eq!(back.get_or_assign("b", "q1"), 3);
+    }
+
+    #[test]
+    fn pinning_takes_the_number_from_the_queue_that_had_it() {
+        let mut ids = QueueIds::default();
+        assert_eq!(ids.get_or_assign("a", "q1"), 1);
+        assert_eq!(ids.get_or_assign("a", "q2"), 2);
+        ids.pin("a", "vip", 2);
+        assert_eq!(ids.get("a", "vip"), Some(2));
+        assert_eq!(ids.get("a", "q2"), None);
+        assert_eq!(ids.get_or_assign("a", "q2"), 3);
+        // Re-pinning a queue to another number frees nothing it should not.
+        ids.pin("a", "q1", 7);
+        assert_eq!(ids.get("a", "q1"), Some(7));
+        assert_eq!(ids.get_or_assign("a", "q4"), 1);
     }
 }

@@ -14,7 +14,10 @@
 mod change;
 mod fold;
 pub mod ids;
+pub mod lineup;
 mod model;
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 
@@ -23,9 +26,10 @@ use std::sync::Arc;
 pub use change::{Change, ChangeKind};
 pub use fold::apply;
 pub use ids::QueueIds;
+pub use lineup::{Keyed, Lineup};
 pub use model::{
-    status_name, Caller, ConnectedCall, Link, Member, Queue, QueueStats, Ringing, Server,
-    ServerView, Snapshot, State,
+    status_name, Caller, ConnectedCall, Link, Member, Queue, QueueStats, Ringing, Rung, Server,
+    ServerView, Snapshot, State, Waiting, WaitingRef,
 };
 
 use crate::ami::Message;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::ids::QueueIds;
+use super::lineup::{Keyed, Lineup};
 
 /// Everything queuebridge knows, for every configured Asterisk server.
 #[derive(Clone, Debug, Default)]
@@ -67,37 +68,120 @@ pub struct QueueStats {
 }
 
 /// One queue.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Queue {
     pub server: Arc<str>,
     pub name: Arc<str>,
     /// Stable numeric id, the same across restarts.
     pub id: u64,
-    #[serde(flatten)]
     pub stats: QueueStats,
-    #[serde(serialize_with = "values")]
+    /// Members by `Interface`.
     pub members: BTreeMap<String, Member>,
-    /// Waiting callers in queue order; `callers[i].position == i + 1`.
-    pub callers: Vec<Caller>,
-    /// Calls answered by a member and not yet completed (AgentConnect → AgentComplete).
-    pub connected_calls: Vec<ConnectedCall>,
-    /// Members being rung for a waiting caller (AgentCalled until answer, no answer or leave).
-    pub ringing: Vec<Ringing>,
+    /// Waiting callers in queue order, by `Uniqueid`; a caller's position is its place here.
+    pub callers: Lineup<Caller>,
+    /// Calls answered by a member and not yet completed (AgentConnect → AgentComplete), in the
+    /// order they were connected, by the caller's `Uniqueid`.
+    pub connected_calls: Lineup<ConnectedCall>,
 }
 
-/// A member being rung for a waiting caller.
+/// A member being rung for a waiting caller, as published: each caller holds its own
+/// ([`Caller::ringing`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Ringing {
+pub struct Ringing<'a> {
     /// The caller's `Uniqueid`.
-    pub uniqueid: String,
+    pub uniqueid: &'a str,
+    /// The member's `Interface`.
+    pub interface: &'a str,
+    /// Epoch seconds of the AgentCalled.
+    pub since: i64,
+}
+
+/// A member being rung for the caller that holds it (AgentCalled until answer, no answer or
+/// leave).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rung {
     /// The member's `Interface`.
     pub interface: String,
     /// Epoch seconds of the AgentCalled.
     pub since: i64,
 }
 
-fn values<S: Serializer>(map: &BTreeMap<String, Member>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(map.values())
+impl Keyed for Rung {
+    fn key(&self) -> &str {
+        &self.interface
+    }
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(server: Arc<str>, name: Arc<str>, id: u64) -> Self {
+        Queue {
+            server,
+            name,
+            id,
+            stats: QueueStats::default(),
+            members: BTreeMap::new(),
+            callers: Lineup::default(),
+            connected_calls: Lineup::default(),
+        }
+    }
+
+    /// Members being rung now, caller by caller in queue order.
+    pub fn ringing(&self) -> impl Iterator<Item = Ringing<'_>> + '_ {
+        self.callers.iter().flat_map(|c| {
+            c.ringing.iter().map(move |r| Ringing {
+                uniqueid: &c.uniqueid,
+                interface: &r.interface,
+                since: r.since,
+            })
+        })
+    }
+
+    /// The waiting callers as published: each with its position.
+    pub fn waiting(&self) -> impl Iterator<Item = WaitingRef<'_>> + '_ {
+        self.callers.ranked().map(|(i, caller)| WaitingRef {
+            position: i as i64,
+            caller,
+        })
+    }
+}
+
+/// The JSON form of a queue (`GET /api/v1/queues`, SSE snapshots).
+impl Serialize for Queue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            server: &'a str,
+            name: &'a str,
+            id: u64,
+            #[serde(flatten)]
+            stats: &'a QueueStats,
+            #[serde(serialize_with = "seq")]
+            members: std::collections::btree_map::Values<'a, String, Member>,
+            callers: Vec<WaitingRef<'a>>,
+            connected_calls: Vec<&'a ConnectedCall>,
+            ringing: Vec<Ringing<'a>>,
+        }
+        View {
+            server: &self.server,
+            name: &self.name,
+            id: self.id,
+            stats: &self.stats,
+            members: self.members.values(),
+            callers: self.waiting().collect(),
+            connected_calls: self.connected_calls.iter().collect(),
+            ringing: self.ringing().collect(),
+        }
+        .serialize(s)
+    }
+}
+
+fn seq<S: Serializer, I>(items: &I, s: S) -> Result<S::Ok, S::Error>
+where
+    I: Clone + IntoIterator,
+    I::Item: Serialize,
+{
+    s.collect_seq(items.clone())
 }
 
 /// A queue member (ami.md §2.1).
@@ -148,11 +232,9 @@ pub fn status_name(status: i64) -> &'static str {
     }
 }
 
-/// A caller waiting in a queue.
+/// A caller waiting in a queue. Its position is its place in [`Queue::callers`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Caller {
-    /// 1-based, kept right as callers ahead leave.
-    pub position: i64,
     pub channel: String,
     pub uniqueid: String,
     /// From QueueCallerJoin; empty if the caller was first seen in a QueueStatus snapshot.
@@ -174,6 +256,33 @@ pub struct Caller {
     /// Set by QueueCallerAbandon, which precedes the caller's QueueCallerLeave.
     #[serde(skip)]
     pub abandoned: bool,
+    /// Members being rung for this caller, in the order AgentCalled named them (published as
+    /// the queue's `ringing`).
+    #[serde(skip)]
+    pub ringing: Lineup<Rung>,
+}
+
+impl Keyed for Caller {
+    fn key(&self) -> &str {
+        &self.uniqueid
+    }
+}
+
+/// A waiting caller with its 1-based position, as changes publish it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    /// 1-based, kept right as callers ahead leave.
+    pub position: i64,
+    #[serde(flatten)]
+    pub caller: Caller,
+}
+
+/// A borrowed [`Waiting`], as snapshots publish it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct WaitingRef<'a> {
+    pub position: i64,
+    #[serde(flatten)]
+    pub caller: &'a Caller,
 }
 
 /// A caller connected to a member, from AgentConnect until AgentComplete.
@@ -198,6 +307,12 @@ pub struct ConnectedCall {
     /// Carried over from the waiting caller (see [`Caller`]).
     pub dialled: String,
     pub privacy: bool,
+}
+
+impl Keyed for ConnectedCall {
+    fn key(&self) -> &str {
+        &self.uniqueid
+    }
 }
 
 /// Serialisable view of the whole state: what `GET /api/v1/queues` and SSE snapshots carry.

@@ -147,9 +147,8 @@ fn snapshot(st: &mut State, at_ms: u64, scope: Scope, items: Vec<Message>) -> Ve
 fn positions(st: &State, queue: &str) -> Vec<(String, i64)> {
     st.queue(SERVER, queue)
         .map(|q| {
-            q.callers
-                .iter()
-                .map(|c| (c.uniqueid.clone(), c.position))
+            q.waiting()
+                .map(|w| (w.caller.uniqueid.clone(), w.position))
                 .collect()
         })
         .unwrap_or_default()
@@ -166,7 +165,8 @@ fn callers_are_placed_at_their_position_and_move_up_as_others_leave() {
     // The first mention of a queue creates it, then the caller joins.
     assert!(matches!(&first[0], ChangeKind::QueueUpdated { queue, .. } if &**queue == "sales"));
     assert!(matches!(&first[1], ChangeKind::CallerJoined { caller, .. }
-        if caller.position == 1 && caller.entered == 10 && caller.caller_id_num.is_empty()));
+        if caller.position == 1 && caller.caller.entered == 10
+            && caller.caller.caller_id_num.is_empty()));
     join(&mut st, "sales", "1.2", "2");
     join(&mut st, "sales", "1.3", "3");
     // A higher priority caller is placed ahead by Asterisk: position 1.
@@ -355,7 +355,9 @@ fn a_snapshot_racing_a_join_neither_doubles_nor_loses_the_caller() {
         .iter()
         .all(|c| !matches!(c, ChangeKind::CallerJoined { .. })));
     let q = st.queue(SERVER, "sales");
-    let callers = q.map(|q| q.callers.clone()).unwrap_or_default();
+    let callers: Vec<_> = q
+        .map(|q| q.callers.iter().cloned().collect())
+        .unwrap_or_default();
     assert_eq!(callers.len(), 1);
     // What only the event knew (entered, linkedid) is kept; what only QueueStatus tells
     // (priority) is taken.
@@ -381,7 +383,8 @@ fn a_caller_first_seen_in_a_snapshot_entered_wait_seconds_ago() {
         vec![params("sales", "1"), entry("sales", "1.1", "1", "30")],
     );
     let q = st.queue(SERVER, "sales");
-    assert_eq!(q.map(|q| q.callers[0].entered), Some(70));
+    let first = q.and_then(|q| q.callers.iter().next());
+    assert_eq!(first.map(|c| c.entered), Some(70));
 }
 
 #[test]
@@ -504,4 +507,209 @@ fn a_removed_server_takes_its_queues_along_and_says_so_last() {
     assert!(st.servers.is_empty());
     let again = apply(&mut st, &input(0, What::Link(LinkChange::Removed)));
     assert!(again.is_empty(), "removing twice changes nothing");
+}
+
+/// One step of a random stream: events about a few callers and members of two queues, and
+/// now and then a QueueStatus snapshot or a link change.
+#[derive(Clone, Debug)]
+enum Step {
+    Join(usize, usize, i64),
+    Leave(usize, usize),
+    Abandon(usize, usize),
+    Agent(&'static str, usize, usize, usize),
+    Member(&'static str, usize, usize, u8, bool),
+    Removed(usize, usize),
+    /// Scope (0 all, 1 one queue, 2 its callers only), queue, callers listed (in that order,
+    /// one bit per caller), members listed (one bit per member).
+    Snapshot(u8, usize, Vec<usize>, u8),
+    Link(bool),
+}
+
+const QUEUES: [&str; 2] = ["sales", "support"];
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let q = 0..QUEUES.len();
+    let caller = 0usize..10;
+    let member = 0usize..4;
+    prop_oneof![
+        6 => (q.clone(), caller.clone(), 0i64..14).prop_map(|(q, c, p)| Step::Join(q, c, p)),
+        4 => (q.clone(), caller.clone()).prop_map(|(q, c)| Step::Leave(q, c)),
+        1 => (q.clone(), caller.clone()).prop_map(|(q, c)| Step::Abandon(q, c)),
+        6 => (
+            prop::sample::select(vec![
+                "AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump",
+            ]),
+            q.clone(),
+            caller.clone(),
+            member.clone(),
+        )
+            .prop_map(|(e, q, c, m)| Step::Agent(e, q, c, m)),
+        3 => (
+            prop::sample::select(vec!["QueueMemberStatus", "QueueMemberAdded", "QueueMemberPause"]),
+            q.clone(),
+            member.clone(),
+            0u8..9,
+            any::<bool>(),
+        )
+            .prop_map(|(e, q, m, st, p)| Step::Member(e, q, m, st, p)),
+        1 => (q.clone(), member).prop_map(|(q, m)| Step::Removed(q, m)),
+        1 => (
+            0u8..3,
+            q,
+            proptest::collection::vec(caller, 0..8),
+            any::<u8>(),
+        )
+            .prop_map(|(s, q, c, m)| Step::Snapshot(s, q, c, m)),
+        1 => any::<bool>().prop_map(Step::Link),
+    ]
+}
+
+fn caller_headers(event: &str, q: usize, c: usize) -> Vec<(String, String)> {
+    [
+        ("Event", event.to_owned()),
+        ("Queue", QUEUES[q].to_owned()),
+        ("Channel", format!("PJSIP/trunk-{c:04}")),
+        ("Uniqueid", format!("1763700000.{c}")),
+        ("Linkedid", format!("1763700000.{c}")),
+        ("CallerIDNum", format!("49{c}")),
+        ("CallerIDName", format!("Caller {c}")),
+        ("Exten", "100".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn interface(m: usize) -> String {
+    format!("PJSIP/{}", 200 + m)
+}
+
+fn member_fields(q: usize, m: usize, status: u8, paused: bool) -> Vec<(String, String)> {
+    let mut fields = member(
+        QUEUES[q],
+        &interface(m),
+        &status.to_string(),
+        &m.to_string(),
+    );
+    fields.push(("Paused".into(), u8::from(paused).to_string()));
+    fields
+}
+
+fn inputs_of(step: &Step, at_ms: u64) -> Vec<Input> {
+    let msg = |headers: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        input(at_ms, What::Event(message(&pairs)))
+    };
+    match step {
+        Step::Join(q, c, p) => {
+            let mut h = caller_headers("QueueCallerJoin", *q, *c);
+            h.push(("Position".into(), p.to_string()));
+            vec![msg(h)]
+        }
+        Step::Leave(q, c) => vec![msg(caller_headers("QueueCallerLeave", *q, *c))],
+        Step::Abandon(q, c) => vec![msg(caller_headers("QueueCallerAbandon", *q, *c))],
+        Step::Agent(e, q, c, m) => {
+            let mut h = caller_headers(e, *q, *c);
+            h.extend(
+                [
+                    ("Interface", interface(*m)),
+                    ("MemberName", format!("Agent {m}")),
+                    ("DestChannel", format!("{}-0001", interface(*m))),
+                    ("HoldTime", "4".into()),
+                    ("RingTime", "2".into()),
+                    ("TalkTime", "30".into()),
+                    ("Reason", "caller".into()),
+                ]
+                .map(|(k, v)| (k.to_owned(), v)),
+            );
+            vec![msg(h)]
+        }
+        Step::Member(e, q, m, status, paused) => {
+            let mut h = vec![("Event".to_owned(), (*e).to_owned())];
+            h.extend(member_fields(*q, *m, *status, *paused));
+            vec![msg(h)]
+        }
+        Step::Removed(q, m) => vec![msg(vec![
+            ("Event".into(), "QueueMemberRemoved".into()),
+            ("Queue".into(), QUEUES[*q].into()),
+            ("Interface".into(), interface(*m)),
+        ])],
+        Step::Snapshot(scope, q, callers, members) => {
+            let listed: Vec<usize> = match scope {
+                0 => (0..QUEUES.len()).collect(),
+                _ => vec![*q],
+            };
+            let mut items = Vec::new();
+            for &q in &listed {
+                items.push(params(QUEUES[q], "0"));
+                for m in (0..4).filter(|m| members & (1 << m) != 0) {
+                    items.push(list_member(&member_fields(q, m, 1, false)));
+                }
+                let mut seen = Vec::new();
+                for &c in callers {
+                    if seen.contains(&c) {
+                        continue;
+                    }
+                    seen.push(c);
+                    let position = seen.len().to_string();
+                    items.push(entry(QUEUES[q], &format!("1763700000.{c}"), &position, "3"));
+                }
+            }
+            let scope = match scope {
+                0 => Scope::All,
+                1 => Scope::Queue(QUEUES[*q].into()),
+                _ => Scope::Callers(QUEUES[*q].into()),
+            };
+            vec![input(at_ms, What::Snapshot(QueueStatus { scope, items }))]
+        }
+        Step::Link(up) => {
+            let change = if *up {
+                LinkChange::Up
+            } else {
+                LinkChange::Down("gone".into())
+            };
+            vec![input(at_ms, What::Link(change))]
+        }
+    }
+}
+
+/// The state as JSON, with each queue's `ringing` in a canonical order: the scanning fold
+/// listed it in AgentCalled order across callers, the indexed one caller by caller.
+fn canonical(mut snapshot: serde_json::Value) -> serde_json::Value {
+    if let Some(queues) = snapshot["queues"].as_array_mut() {
+        for q in queues {
+            if let Some(ringing) = q["ringing"].as_array_mut() {
+                ringing.sort_by_key(|r| r.to_string());
+            }
+        }
+    }
+    snapshot
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// On any stream the indexed fold publishes exactly the changes the scanning fold did, and
+    /// ends in the same state.
+    #[test]
+    fn the_indexed_fold_equals_the_scanning_one(
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        let mut indexed = state();
+        let mut scanning = super::reference::State::new([SERVER], QueueIds::default());
+        for (i, step) in steps.iter().enumerate() {
+            for input in inputs_of(step, 1_000 * i as u64) {
+                let new = serde_json::to_value(apply(&mut indexed, &input)).ok();
+                let old = serde_json::to_value(super::reference::apply(&mut scanning, &input)).ok();
+                proptest::prop_assert_eq!(new, old, "changes of step {} {:?}", i, step);
+            }
+        }
+        let new = serde_json::to_value(indexed.snapshot()).map(canonical).ok();
+        let old = serde_json::to_value(scanning.snapshot()).map(canonical).ok();
+        proptest::prop_assert_eq!(new, old);
+    }
 }

@@ -72,9 +72,9 @@ pub fn user_person(u: &User) -> Person {
 }
 
 /// A waiting caller.
-pub fn call_entry(c: &Caller) -> CallEntry {
+pub fn call_entry(position: i64, c: &Caller) -> CallEntry {
     CallEntry {
-        position: c.position,
+        position,
         channel: c.channel.clone(),
         uniqueid: c.uniqueid.clone(),
         person: Person {
@@ -267,6 +267,8 @@ impl Published {
                 }
             }
             ChangeKind::CallerJoined { queue, caller } => {
+                let position = caller.position;
+                let caller = &caller.caller;
                 let seen = self.seen(server, queue);
                 let qref = QueueRef {
                     id: seen.id,
@@ -275,11 +277,11 @@ impl Published {
                 if !seen.calls.contains_key(&caller.uniqueid) {
                     // Callers behind the new one move down, as in Asterisk.
                     for c in seen.calls.values_mut() {
-                        if c.position >= caller.position {
+                        if c.position >= position {
                             c.position += 1;
                         }
                     }
-                    let entry = call_entry(caller);
+                    let entry = call_entry(position, caller);
                     seen.calls.insert(caller.uniqueid.clone(), entry.clone());
                     events.push(Event::Join {
                         server: server.clone(),
@@ -289,8 +291,12 @@ impl Published {
                 }
             }
             ChangeKind::CallerUpdated { queue, caller } => {
-                if let Some(c) = self.seen(server, queue).calls.get_mut(&caller.uniqueid) {
-                    *c = call_entry(caller);
+                if let Some(c) = self
+                    .seen(server, queue)
+                    .calls
+                    .get_mut(&caller.caller.uniqueid)
+                {
+                    *c = call_entry(caller.position, &caller.caller);
                 }
             }
             ChangeKind::CallerLeft {
@@ -338,9 +344,8 @@ impl Published {
                     })
                     .collect(),
                 calls: q
-                    .callers
-                    .iter()
-                    .map(|c| (c.uniqueid.clone(), call_entry(c)))
+                    .waiting()
+                    .map(|w| (w.caller.uniqueid.clone(), call_entry(w.position, w.caller)))
                     .collect(),
             };
             now.insert((q.server.clone(), q.name.to_string()), seen);
@@ -431,7 +436,7 @@ fn diff_queue(server: &Arc<str>, queue: &str, old: Seen, new: &Seen, events: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{QueueIds, QueueStats};
+    use crate::state::{QueueIds, QueueStats, Waiting};
 
     fn member(interface: &str, paused: bool, reason: &str, status: i64) -> Member {
         Member {
@@ -445,17 +450,20 @@ mod tests {
         }
     }
 
-    fn caller(uniqueid: &str, position: i64) -> Caller {
-        Caller {
+    fn caller(uniqueid: &str, position: i64) -> Waiting {
+        Waiting {
             position,
-            channel: format!("Local/{uniqueid}"),
-            uniqueid: uniqueid.into(),
-            caller_id_num: "370".into(),
-            ..Caller::default()
+            caller: Caller {
+                channel: format!("Local/{uniqueid}"),
+                uniqueid: uniqueid.into(),
+                caller_id_num: "370".into(),
+                ..Caller::default()
+            },
         }
     }
 
-    fn state(members: Vec<Member>, callers: Vec<Caller>) -> State {
+    /// A state whose queue `support` has these members and these callers, in order.
+    fn state(members: Vec<Member>, callers: Vec<Waiting>) -> State {
         let mut s = State::new(["pbx1"], QueueIds::default());
         let server: Arc<str> = Arc::from("pbx1");
         s.server_mut("pbx1").queues.insert(
@@ -469,9 +477,8 @@ mod tests {
                     .into_iter()
                     .map(|m| (m.interface.clone(), m))
                     .collect(),
-                callers,
-                connected_calls: Vec::new(),
-                ringing: Vec::new(),
+                callers: callers.into_iter().map(|w| w.caller).collect(),
+                connected_calls: Default::default(),
             },
         );
         s

@@ -479,7 +479,10 @@ impl Front {
                 if !who.can_see(q) {
                     return Err(format!("{} is not a member of queue {}", user.name, q.name));
                 }
-                let calls: Vec<_> = q.callers.iter().map(events::call_entry).collect();
+                let calls: Vec<_> = q
+                    .waiting()
+                    .map(|w| events::call_entry(w.position, w.caller))
+                    .collect();
                 let members = events::queue_members(&dir, q);
                 let qref = QueueRef {
                     id: q.id,
