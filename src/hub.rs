@@ -20,7 +20,10 @@ use crate::state::{self, Change, Input, Snapshot, State, What};
 use crate::systemd::Notifier;
 
 /// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
-/// link, so this only fills if the process is starved; then the AMI readers wait, briefly.
+/// link, so this only fills if the process is starved: 8,192 inputs are eight seconds of a
+/// busy site's 1,000 events/s, longer than folding the largest resync (40,000 queues: about
+/// 1.5 s on the machine of BENCHMARKS.md). An AMI reader never waits for room: it drops what
+/// does not fit and resyncs (`ami::client`), so Asterisk's `writetimeout` is never hit.
 pub const INPUT_QUEUE: usize = 8192;
 /// Changes a subscriber may fall behind before it is resynced with a snapshot.
 pub const BROADCAST_CAPACITY: usize = 4096;

@@ -43,6 +43,7 @@ pub const AMI_LINK_UP: &str = "queuebridge_ami_link_up";
 pub const AMI_RECONNECTS: &str = "queuebridge_ami_reconnects_total";
 pub const AMI_MESSAGES: &str = "queuebridge_ami_messages_total";
 pub const AMI_MALFORMED: &str = "queuebridge_ami_malformed_messages_total";
+pub const AMI_INPUT_DROPPED: &str = "queuebridge_ami_input_dropped_total";
 pub const AMI_ACTION_DURATION: &str = "queuebridge_ami_action_duration_seconds";
 pub const AMI_RESYNC_DURATION: &str = "queuebridge_ami_last_resync_duration_seconds";
 pub const XMPP_LINK_UP: &str = "queuebridge_xmpp_link_up";
@@ -115,6 +116,11 @@ fn describe() {
     describe_counter!(
         AMI_MALFORMED,
         "AMI messages skipped as malformed or oversized."
+    );
+    describe_counter!(
+        AMI_INPUT_DROPPED,
+        "AMI events and snapshots dropped because the state task's queue was full; each drop \
+         is followed by a full resync."
     );
     describe_histogram!(
         AMI_ACTION_DURATION,
@@ -318,6 +324,11 @@ pub fn ami_event(server: &str, name: &str) {
         "other".to_owned()
     };
     counter!(AMI_MESSAGES, "server" => server.to_owned(), "event" => event).increment(1);
+}
+
+/// Counts one AMI input dropped for want of room in the state task's queue.
+pub fn ami_input_dropped(server: &str) {
+    counter!(AMI_INPUT_DROPPED, "server" => server.to_owned()).increment(1);
 }
 
 /// Counts one skipped AMI message.

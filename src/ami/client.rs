@@ -9,7 +9,9 @@
 //!   app_queue, and periodically, because some values change with no event at all (§2.5);
 //! * refreshes one queue shortly after events that imply silent changes (AgentComplete →
 //!   CallsTaken, LastCall; QueueCallerJoin → the caller's priority);
-//! * forwards queue events and snapshots to the state task as [`Input`]s.
+//! * forwards queue events and snapshots to the state task as [`Input`]s, never waiting for
+//!   room: when the state task's queue is full the input is dropped, counted and a full resync
+//!   requested, so a stalled consumer can neither stop the reader nor leave the state wrong.
 //!
 //! When the link ends it reports the server down and reconnects with capped exponential backoff
 //! and jitter. Actions submitted while the link is down fail at once: never a hang, never a
@@ -168,9 +170,7 @@ pub async fn run(
             let end = session.run(&mut requests, &shutdown).await;
             let reason = match end {
                 End::Shutdown => {
-                    session
-                        .report(What::Link(LinkChange::Down("queuebridge stopped".into())))
-                        .await;
+                    session.report_down("queuebridge stopped".into()).await;
                     return;
                 }
                 End::Failed(reason) => reason,
@@ -178,9 +178,7 @@ pub async fn run(
             if session.synced {
                 backoff = BACKOFF_MIN;
             }
-            session
-                .report(What::Link(LinkChange::Down(reason.clone())))
-                .await;
+            session.report_down(reason.clone()).await;
             // Full jitter in [d/2, d]: many daemons restarted together do not reconnect in step.
             let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
             backoff = (backoff * 2).min(cfg.backoff_max.max(BACKOFF_MIN));
@@ -238,6 +236,10 @@ struct Session<'a> {
     /// Queues to read back, with whether members are needed too.
     dirty: BTreeMap<String, bool>,
     refresh_at: Option<Instant>,
+    /// A link change the state task's queue had no room for, sent before anything else.
+    unsent_link: Option<LinkChange>,
+    /// Inputs dropped for want of room since the last warning was logged.
+    dropping: bool,
 }
 
 fn far_future() -> Instant {
@@ -258,17 +260,74 @@ impl<'a> Session<'a> {
             full_again: false,
             dirty: BTreeMap::new(),
             refresh_at: None,
+            unsent_link: None,
+            dropping: false,
         }
     }
 
-    async fn report(&self, what: What) {
+    /// Hands an input to the state task without ever waiting: the reader must keep reading
+    /// (ami.md §1.12). When the state task's queue is full the input is dropped, counted, and
+    /// a full resync requested (again after one in flight, whose snapshot may predate the
+    /// drop), so the state is exact again once the state task has caught up. The link's `Up`
+    /// is never dropped: when it does not fit it is kept and sent before anything newer.
+    fn report(&mut self, what: What) {
+        if let Some(link) = self.unsent_link.take() {
+            if !self.offer(What::Link(link.clone())) {
+                self.unsent_link = Some(link);
+                self.dropped();
+                return;
+            }
+        }
+        let link = match &what {
+            What::Link(link) => Some(link.clone()),
+            _ => None,
+        };
+        if !self.offer(what) {
+            self.unsent_link = link;
+            self.dropped();
+        }
+        if self.dropping && self.sink.capacity() * 2 >= self.sink.max_capacity() {
+            self.dropping = false;
+            info!("the state task caught up; the resync requested corrects the state");
+        }
+    }
+
+    /// Reports the link down once the session is over (nothing is read any more, so this may
+    /// wait for room); it supersedes a link change still unsent.
+    async fn report_down(&mut self, reason: String) {
+        self.unsent_link = None;
+        let input = Input {
+            server: self.cfg.id.clone(),
+            at_ms: now_ms(),
+            what: What::Link(LinkChange::Down(reason)),
+        };
+        // The state task only goes away at shutdown; then nothing is left to tell.
+        let _ = self.sink.send(input).await;
+    }
+
+    /// True when the input was queued (or the state task is gone: shutdown).
+    fn offer(&self, what: What) -> bool {
         let input = Input {
             server: self.cfg.id.clone(),
             at_ms: now_ms(),
             what,
         };
-        // The state task only goes away at shutdown; then nothing is left to tell.
-        let _ = self.sink.send(input).await;
+        !matches!(
+            self.sink.try_send(input),
+            Err(mpsc::error::TrySendError::Full(_))
+        )
+    }
+
+    fn dropped(&mut self) {
+        metrics::ami_input_dropped(&self.cfg.id);
+        if !self.dropping {
+            self.dropping = true;
+            warn!(
+                queue = self.sink.max_capacity(),
+                "the state task is behind and its queue is full: dropping AMI input and resyncing"
+            );
+        }
+        self.request_full_resync();
     }
 
     fn action_id(&mut self, suffix: &str) -> String {
@@ -482,7 +541,7 @@ impl<'a> Session<'a> {
             return End::Failed(reason);
         }
         info!("ami logged in");
-        self.report(What::Link(LinkChange::Up)).await;
+        self.report(What::Link(LinkChange::Up));
         let mut boot_deadline = Some(Instant::now() + BOOT_WAIT);
         let mut ping = tokio::time::interval(self.cfg.ping_interval);
         ping.tick().await;
@@ -500,7 +559,7 @@ impl<'a> Session<'a> {
                 }
                 frame = reader.next() => match frame {
                     Some(Ok(Frame::Message(m))) => {
-                        if let Some(reason) = self.on_message(m, &mut boot_deadline).await {
+                        if let Some(reason) = self.on_message(m, &mut boot_deadline) {
                             return End::Failed(reason);
                         }
                     }
@@ -573,7 +632,7 @@ impl<'a> Session<'a> {
     }
 
     /// Handles one message; `Some(reason)` ends the link.
-    async fn on_message(&mut self, m: Message, boot: &mut Option<Instant>) -> Option<String> {
+    fn on_message(&mut self, m: Message, boot: &mut Option<Instant>) -> Option<String> {
         match self.demux.push(m) {
             Routed::Pending => None,
             Routed::Reply { action_id, reply } => {
@@ -592,8 +651,7 @@ impl<'a> Session<'a> {
                         self.report(What::Snapshot(QueueStatus {
                             scope,
                             items: reply.items,
-                        }))
-                        .await;
+                        }));
                         if full {
                             metrics::resync_duration(&self.cfg.id, p.sent.elapsed());
                             self.full_in_flight = false;
@@ -639,9 +697,9 @@ impl<'a> Session<'a> {
                         if let Some(with_members) = with_members {
                             self.mark_dirty(m.get("Queue").unwrap_or_default(), with_members);
                         }
-                        self.report(What::Event(m)).await;
+                        self.report(What::Event(m));
                     }
-                    "Hangup" if queue_result(&m).is_some() => self.report(What::Event(m)).await,
+                    "Hangup" if queue_result(&m).is_some() => self.report(What::Event(m)),
                     _ => {}
                 }
                 None
@@ -704,6 +762,42 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         s.submit(Message::action("QueuePause"), "", Waiter::External(tx))
             .is_ok()
+    }
+
+    /// A state task that falls behind never makes the reader wait: what does not fit is
+    /// dropped, one full resync is asked for (and one more after it, since its snapshot may
+    /// predate later drops), and the link's Up, kept, goes first once there is room.
+    #[tokio::test]
+    async fn a_full_state_queue_drops_input_and_resyncs_instead_of_waiting() {
+        let cfg = config();
+        let (sink, mut inputs) = mpsc::channel(4);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, mut socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        let event = |n: u32| {
+            What::Event(
+                Message::new()
+                    .with("Event", "QueueCallerJoin")
+                    .with("Uniqueid", &n.to_string()),
+            )
+        };
+        for n in 0..4 {
+            s.report(event(n));
+        }
+        s.report(What::Link(LinkChange::Up));
+        s.report(event(4));
+        s.report(event(5));
+        let mut resyncs = 0;
+        while let Ok(m) = socket.try_recv() {
+            resyncs += usize::from(m.get("Action") == Some("QueueStatus"));
+        }
+        assert_eq!(resyncs, 1, "one resync however many drops");
+        assert!(s.full_in_flight && s.full_again);
+        while inputs.try_recv().is_ok() {}
+        s.report(event(6));
+        let next = |rx: &mut mpsc::Receiver<Input>| rx.try_recv().map(|i| i.what);
+        assert!(matches!(next(&mut inputs), Ok(What::Link(LinkChange::Up))));
+        assert!(matches!(next(&mut inputs), Ok(What::Event(m)) if m.get("Uniqueid") == Some("6")));
     }
 
     /// Front-end load filled the in-flight window and the writer's queue, and the keepalive
