@@ -543,7 +543,10 @@ mod tests {
             id: 1,
             stats: Default::default(),
             members: member
-                .map(|m| (m.to_owned(), crate::state::Member::default()))
+                .map(|m| crate::state::Member {
+                    interface: m.to_owned(),
+                    ..Default::default()
+                })
                 .into_iter()
                 .collect(),
             callers: Default::default(),

@@ -1,6 +1,6 @@
 //! `apply`: the pure fold of one input into the state.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 use crate::ami::event::{AgentFields, CallerFields, EntryFields, MemberFields, ParamsFields};
@@ -68,31 +68,46 @@ fn member_from(f: &MemberFields<'_>) -> Member {
     }
 }
 
-/// Folds a member event into the member we know, in place; true when anything changed.
-fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
-    fn set<T: PartialEq>(slot: &mut T, value: T) -> bool {
-        let changed = *slot != value;
-        if changed {
-            *slot = value;
-        }
-        changed
+/// Sets `slot` to `value`; true when that changed it.
+fn set<T: PartialEq>(slot: &mut T, value: T) -> bool {
+    let changed = *slot != value;
+    if changed {
+        *slot = value;
     }
-    fn set_str(slot: &mut String, value: &str) -> bool {
-        let changed = slot != value;
-        if changed {
-            slot.clear();
-            slot.push_str(value);
-        }
-        changed
+    changed
+}
+
+/// Sets a string in place (no allocation when it fits); true when that changed it.
+fn set_str(slot: &mut String, value: &str) -> bool {
+    let changed = slot != value;
+    if changed {
+        slot.clear();
+        slot.push_str(value);
     }
+    changed
+}
+
+/// Where member fields come from: the rules for call counters and Ringinuse differ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Event,
+    Snapshot,
+}
+
+/// Folds member fields into the member we know, in place; true when anything changed.
+fn merge_member(m: &mut Member, f: &MemberFields<'_>, source: Source) -> bool {
     // Call counters only grow between snapshots; an event queued before a snapshot must not
-    // take back what the snapshot already counted (ami.md §1.14). Ringinuse is absent from
-    // some events: keep what we know.
-    let (calls_taken, last_call) = (
-        f.calls_taken.max(m.calls_taken),
-        f.last_call.max(m.last_call),
-    );
-    let ring_in_use = f.ring_in_use.or(m.ring_in_use);
+    // take back what the snapshot already counted (ami.md §1.14), while a snapshot may reset
+    // them. Ringinuse is absent from some events: keep what we know. QueueStatus does not list
+    // it at all: keep what an event told us.
+    let (calls_taken, last_call, ring_in_use) = match source {
+        Source::Event => (
+            f.calls_taken.max(m.calls_taken),
+            f.last_call.max(m.last_call),
+            f.ring_in_use.or(m.ring_in_use),
+        ),
+        Source::Snapshot => (f.calls_taken, f.last_call, m.ring_in_use),
+    };
     let changes = [
         set_str(&mut m.name, f.name),
         set_str(&mut m.state_interface, f.state_interface),
@@ -113,20 +128,24 @@ fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
     changes.contains(&true)
 }
 
-fn stats_from(p: &ParamsFields<'_>) -> QueueStats {
-    QueueStats {
-        strategy: p.strategy.to_owned(),
-        max: p.max,
-        calls: p.calls,
-        hold_time: p.hold_time,
-        talk_time: p.talk_time,
-        completed: p.completed,
-        abandoned: p.abandoned,
-        service_level: p.service_level,
-        service_level_perf: p.service_level_perf,
-        service_level_perf2: p.service_level_perf2,
-        weight: p.weight,
-    }
+/// Folds QueueParams into the statistics in place, with `calls` counted from the callers;
+/// true when anything changed.
+fn merge_stats(s: &mut QueueStats, p: &ParamsFields<'_>, calls: i64) -> bool {
+    let changes = [
+        set_str(&mut s.strategy, p.strategy),
+        set(&mut s.max, p.max),
+        set(&mut s.calls, calls),
+        set(&mut s.hold_time, p.hold_time),
+        set(&mut s.talk_time, p.talk_time),
+        set(&mut s.completed, p.completed),
+        set(&mut s.abandoned, p.abandoned),
+        set(&mut s.service_level, p.service_level),
+        // Compared as numbers, as the derived PartialEq did.
+        set(&mut s.service_level_perf, p.service_level_perf),
+        set(&mut s.service_level_perf2, p.service_level_perf2),
+        set(&mut s.weight, p.weight),
+    ];
+    changes.contains(&true)
 }
 
 fn caller_from(c: &CallerFields<'_>) -> Caller {
@@ -293,14 +312,14 @@ impl Fold<'_> {
         let queue = q.name.clone();
         let member = match q.members.get_mut(f.interface) {
             Some(old) => {
-                if !merge_member(old, f) {
+                if !merge_member(old, f, Source::Event) {
                     return;
                 }
                 old.clone()
             }
             None => {
                 let member = member_from(f);
-                q.members.insert(member.interface.clone(), member.clone());
+                q.members.insert(member.clone());
                 member
             }
         };
@@ -428,9 +447,9 @@ impl Fold<'_> {
 
     fn snapshot(&mut self, state: &mut State, status: &QueueStatus) {
         let events: Vec<Event<'_>> = status.items.iter().map(Event::from_message).collect();
-        let mut params: BTreeMap<&str, &ParamsFields<'_>> = BTreeMap::new();
-        let mut members: BTreeMap<&str, Vec<&MemberFields<'_>>> = BTreeMap::new();
-        let mut entries: BTreeMap<&str, Vec<&EntryFields<'_>>> = BTreeMap::new();
+        let mut params: HashMap<&str, &ParamsFields<'_>> = HashMap::with_capacity(events.len());
+        let mut members: HashMap<&str, Vec<&MemberFields<'_>>> = HashMap::new();
+        let mut entries: HashMap<&str, Vec<&EntryFields<'_>>> = HashMap::new();
         for e in &events {
             match e {
                 Event::Params(p) => {
@@ -441,31 +460,46 @@ impl Fold<'_> {
                 _ => {}
             }
         }
-        let in_scope: BTreeSet<String> = match &status.scope {
-            Scope::All => state
-                .server_mut(self.server)
-                .queues
-                .keys()
-                .cloned()
-                .chain(params.keys().map(|q| (*q).to_owned()))
-                .collect(),
-            Scope::Queue(q) | Scope::Callers(q) => [q.clone()].into(),
-            Scope::Merge => params.keys().map(|q| (*q).to_owned()).collect(),
+        // The queues listed, and those in scope but not listed (gone), each in name order;
+        // they are folded merged in name order.
+        let (mut listed, gone): (Vec<&str>, Vec<Arc<str>>) = match &status.scope {
+            Scope::All => (
+                params.keys().copied().collect(),
+                state
+                    .server_mut(self.server)
+                    .queues
+                    .values()
+                    .filter(|q| !params.contains_key(&*q.name))
+                    .map(|q| q.name.clone())
+                    .collect(),
+            ),
+            Scope::Queue(q) | Scope::Callers(q) => match params.get_key_value(q.as_str()) {
+                Some((name, _)) => (vec![*name], Vec::new()),
+                None => (Vec::new(), vec![Arc::from(q.as_str())]),
+            },
+            Scope::Merge => (params.keys().copied().collect(), Vec::new()),
         };
+        listed.sort_unstable();
         let with_members = !matches!(status.scope, Scope::Callers(_));
-        for name in &in_scope {
-            let Some(p) = params.get(name.as_str()) else {
-                self.remove_queue(state, name);
+        let mut gone = gone.into_iter().peekable();
+        for name in listed {
+            while let Some(g) = gone.next_if(|g| **g < *name) {
+                self.remove_queue(state, &g);
+            }
+            let Some(p) = params.get(name) else {
                 continue;
             };
-            let listed_members = members.remove(name.as_str()).unwrap_or_default();
-            let listed_entries = entries.remove(name.as_str()).unwrap_or_default();
+            let listed_members = members.remove(name).unwrap_or_default();
+            let listed_entries = entries.remove(name).unwrap_or_default();
             self.queue_snapshot(
                 state,
                 p,
                 with_members.then_some(&listed_members),
                 &listed_entries,
             );
+        }
+        for g in gone {
+            self.remove_queue(state, &g);
         }
         if status.scope == Scope::All {
             let link = &mut state.server_mut(self.server).link;
@@ -501,34 +535,38 @@ impl Fold<'_> {
         let mut changes = Vec::new();
 
         if let Some(members) = members {
-            let listed: BTreeSet<&str> = members.iter().map(|m| m.interface).collect();
-            let gone: Vec<String> = q
-                .members
-                .keys()
-                .filter(|k| !listed.contains(k.as_str()))
-                .cloned()
-                .collect();
-            for interface in gone {
-                q.members.remove(&interface);
-                changes.push(ChangeKind::MemberRemoved {
-                    queue: queue.clone(),
-                    interface,
-                });
-            }
-            for f in members {
-                let mut member = member_from(f);
-                let old = q.members.get(f.interface);
-                // QueueStatus does not list Ringinuse: keep what an event told us.
-                member.ring_in_use = old.and_then(|o| o.ring_in_use);
-                if old != Some(&member) {
-                    q.members.insert(member.interface.clone(), member.clone());
-                    changes.push(ChangeKind::MemberUpdated {
+            let listed: HashSet<&str> = members.iter().map(|m| m.interface).collect();
+            q.members.retain(|m| {
+                let keep = listed.contains(m.interface.as_str());
+                if !keep {
+                    changes.push(ChangeKind::MemberRemoved {
                         queue: queue.clone(),
-                        member,
+                        interface: m.interface.clone(),
                     });
                 }
+                keep
+            });
+            for f in members {
+                let member = match q.members.get_mut(f.interface) {
+                    Some(old) => {
+                        if !merge_member(old, f, Source::Snapshot) {
+                            continue;
+                        }
+                        old.clone()
+                    }
+                    None => {
+                        let mut member = member_from(f);
+                        member.ring_in_use = None;
+                        q.members.insert(member.clone());
+                        member
+                    }
+                };
+                changes.push(ChangeKind::MemberUpdated {
+                    queue: queue.clone(),
+                    member,
+                });
             }
-            let busy: BTreeSet<&str> = q
+            let busy: HashSet<&str> = q
                 .members
                 .values()
                 .filter(|m| m.in_call)
@@ -587,14 +625,11 @@ impl Fold<'_> {
         }
         q.callers.replace(callers);
 
-        let mut stats = stats_from(p);
-        stats.calls = q.callers.len() as i64;
-        if q.stats != stats {
-            q.stats = stats.clone();
+        if merge_stats(&mut q.stats, p, q.callers.len() as i64) {
             changes.push(ChangeKind::QueueUpdated {
                 queue: queue.clone(),
                 queue_id: q.id,
-                stats,
+                stats: q.stats.clone(),
             });
         }
         for c in changes {

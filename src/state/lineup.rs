@@ -22,7 +22,7 @@
 //! so the cost of an operation does not grow with the number of records until c is in the
 //! thousands (hundreds of thousands of callers in one queue).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// A record with the key it is found by.
 pub trait Keyed {
@@ -36,21 +36,21 @@ const CHUNK: usize = if cfg!(test) { 4 } else { 64 };
 #[derive(Clone, Debug)]
 struct Slot<V> {
     value: V,
-    /// The chunk (an index into `Lineup::chunks`) holding this record's handle.
+    /// The chunk (an index into `Inner::chunks`) holding this record's handle.
     chunk: u32,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Chunk {
-    /// Handles (indexes into `Lineup::slots`), in order.
+    /// Handles (indexes into `Inner::slots`), in order.
     handles: Vec<u32>,
-    /// This chunk's place in `Lineup::order`.
+    /// This chunk's place in `Inner::order`.
     rank: u32,
 }
 
-/// Records in order, indexed by key. See the module documentation.
+/// The structure behind a non-empty [`Lineup`].
 #[derive(Clone, Debug)]
-pub struct Lineup<V> {
+struct Inner<V> {
     slots: Vec<Option<Slot<V>>>,
     free_slots: Vec<u32>,
     index: HashMap<Box<str>, u32>,
@@ -66,7 +66,7 @@ fn lowbit(i: usize) -> usize {
     i & i.wrapping_neg()
 }
 
-impl<V> Default for Lineup<V> {
+impl<V> Default for Inner<V> {
     fn default() -> Self {
         Self {
             slots: Vec::new(),
@@ -80,25 +80,7 @@ impl<V> Default for Lineup<V> {
     }
 }
 
-/// A lineup of `records` in that order (a later duplicate key wins).
-impl<V: Keyed> FromIterator<V> for Lineup<V> {
-    fn from_iter<I: IntoIterator<Item = V>>(records: I) -> Self {
-        let mut lineup = Lineup::default();
-        lineup.rebuild(records.into_iter().collect());
-        lineup
-    }
-}
-
-/// Two lineups are equal when they hold equal records in the same order.
-impl<V: PartialEq> PartialEq for Lineup<V> {
-    fn eq(&self, other: &Self) -> bool {
-        self.values().eq(other.values())
-    }
-}
-
-impl<V: Eq> Eq for Lineup<V> {}
-
-impl<V> Lineup<V> {
+impl<V> Inner<V> {
     fn values(&self) -> impl Iterator<Item = &V> + '_ {
         self.order.iter().flat_map(move |&c| {
             self.chunks[c as usize]
@@ -109,13 +91,13 @@ impl<V> Lineup<V> {
     }
 }
 
-impl<V: Keyed> Lineup<V> {
+impl<V: Keyed> Inner<V> {
     /// Number of records.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
@@ -124,12 +106,12 @@ impl<V: Keyed> Lineup<V> {
     }
 
     /// The record with this key.
-    pub fn get(&self, key: &str) -> Option<&V> {
+    fn get(&self, key: &str) -> Option<&V> {
         self.slot(key).map(|s| &s.value)
     }
 
     /// The record with this key, to change in place (its key must stay the same).
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+    fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         let handle = *self.index.get(key)?;
         self.slots
             .get_mut(handle as usize)?
@@ -137,36 +119,26 @@ impl<V: Keyed> Lineup<V> {
             .map(|s| &mut s.value)
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
+    fn contains_key(&self, key: &str) -> bool {
         self.index.contains_key(key)
     }
 
     /// The 1-based position of the record with this key.
-    pub fn position(&self, key: &str) -> Option<usize> {
+    fn position(&self, key: &str) -> Option<usize> {
         let handle = *self.index.get(key)?;
         let chunk = self.slot(key)?.chunk as usize;
         Some(self.position_in(chunk, handle)?.1)
     }
 
-    /// Records in order.
-    pub fn iter(&self) -> impl Iterator<Item = &V> + '_ {
-        self.values()
-    }
-
-    /// Records in order with their 1-based positions.
-    pub fn ranked(&self) -> impl Iterator<Item = (usize, &V)> + '_ {
-        self.iter().enumerate().map(|(i, v)| (i + 1, v))
-    }
-
     /// Appends a record, replacing one with the same key (which then leaves its place);
     /// returns its position, the last.
-    pub fn push(&mut self, value: V) -> usize {
+    fn push(&mut self, value: V) -> usize {
         self.insert(usize::MAX, value)
     }
 
     /// Places a record at `position` (1-based; past the end means last), replacing one with
     /// the same key; those from `position` on move back by one. Returns the position taken.
-    pub fn insert(&mut self, position: usize, value: V) -> usize {
+    fn insert(&mut self, position: usize, value: V) -> usize {
         self.remove(value.key());
         let position = position.clamp(1, self.len() + 1);
         if self.order.is_empty() {
@@ -202,7 +174,7 @@ impl<V: Keyed> Lineup<V> {
     }
 
     /// Takes out the record with this key, with the position it had.
-    pub fn remove(&mut self, key: &str) -> Option<(usize, V)> {
+    fn remove(&mut self, key: &str) -> Option<(usize, V)> {
         let handle = *self.index.get(key)?;
         let chunk = self.slot(key)?.chunk as usize;
         let (offset, position) = self.position_in(chunk, handle)?;
@@ -213,7 +185,7 @@ impl<V: Keyed> Lineup<V> {
         self.chunks[chunk].handles.remove(offset);
         self.add(rank, -1);
         if self.index.is_empty() {
-            *self = Lineup::default();
+            *self = Inner::default();
         } else {
             self.merge_small(rank);
         }
@@ -255,14 +227,14 @@ impl<V: Keyed> Lineup<V> {
     }
 
     /// Keeps the records for which `keep` holds, in order.
-    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         let mut records = self.drain();
         records.retain(|v| keep(v));
         self.rebuild(records);
     }
 
     /// Replaces every record by `records`, in that order (a later duplicate key wins).
-    pub fn replace(&mut self, records: Vec<V>) {
+    fn replace(&mut self, records: Vec<V>) {
         self.rebuild(records);
     }
 
@@ -366,10 +338,130 @@ impl<V: Keyed> Lineup<V> {
 
     /// Lays `records` out afresh, in order (a later duplicate key wins), in O(n).
     fn rebuild(&mut self, records: Vec<V>) {
-        *self = Lineup::default();
+        *self = Inner::default();
         for v in records {
             self.push(v);
         }
+    }
+}
+
+/// Records in order, indexed by key. See the module documentation. An empty lineup (most
+/// queues' connected calls, most callers' ringing) is one null pointer.
+#[derive(Clone, Debug)]
+pub struct Lineup<V>(Option<Box<Inner<V>>>);
+
+impl<V> Default for Lineup<V> {
+    fn default() -> Self {
+        Lineup(None)
+    }
+}
+
+/// A lineup of `records` in that order (a later duplicate key wins).
+impl<V: Keyed> FromIterator<V> for Lineup<V> {
+    fn from_iter<I: IntoIterator<Item = V>>(records: I) -> Self {
+        let mut lineup = Lineup::default();
+        lineup.replace(records.into_iter().collect());
+        lineup
+    }
+}
+
+/// Two lineups are equal when they hold equal records in the same order.
+impl<V: PartialEq> PartialEq for Lineup<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.records().eq(other.records())
+    }
+}
+
+impl<V: Eq> Eq for Lineup<V> {}
+
+impl<V> Lineup<V> {
+    fn records(&self) -> impl Iterator<Item = &V> + '_ {
+        self.0.iter().flat_map(|inner| inner.values())
+    }
+}
+
+impl<V: Keyed> Lineup<V> {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |i| i.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The record with this key.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.as_ref()?.get(key)
+    }
+
+    /// The record with this key, to change in place (its key must stay the same).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.0.as_mut()?.get_mut(key)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.as_ref().is_some_and(|i| i.contains_key(key))
+    }
+
+    /// The 1-based position of the record with this key.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.0.as_ref()?.position(key)
+    }
+
+    /// Records in order.
+    pub fn iter(&self) -> impl Iterator<Item = &V> + '_ {
+        self.records()
+    }
+
+    /// Records in order with their 1-based positions.
+    pub fn ranked(&self) -> impl Iterator<Item = (usize, &V)> + '_ {
+        self.iter().enumerate().map(|(i, v)| (i + 1, v))
+    }
+
+    /// Appends a record, replacing one with the same key (which then leaves its place);
+    /// returns its position, the last.
+    pub fn push(&mut self, value: V) -> usize {
+        self.insert(usize::MAX, value)
+    }
+
+    /// Places a record at `position` (1-based; past the end means last), replacing one with
+    /// the same key; those from `position` on move back by one. Returns the position taken.
+    pub fn insert(&mut self, position: usize, value: V) -> usize {
+        self.0
+            .get_or_insert_with(|| Box::new(Inner::default()))
+            .insert(position, value)
+    }
+
+    /// Takes out the record with this key, with the position it had.
+    pub fn remove(&mut self, key: &str) -> Option<(usize, V)> {
+        let inner = self.0.as_mut()?;
+        let removed = inner.remove(key);
+        if inner.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    /// Keeps the records for which `keep` holds, in order.
+    pub fn retain(&mut self, keep: impl FnMut(&V) -> bool) {
+        if let Some(inner) = self.0.as_mut() {
+            inner.retain(keep);
+            if inner.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// Replaces every record by `records`, in that order (a later duplicate key wins).
+    pub fn replace(&mut self, records: Vec<V>) {
+        if records.is_empty() {
+            self.0 = None;
+            return;
+        }
+        let mut inner = Inner::default();
+        inner.replace(records);
+        self.0 = Some(Box::new(inner));
     }
 }
 
@@ -437,7 +529,8 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(lineup.len(), model.len());
-                prop_assert!(lineup.order.len() <= model.len().max(1));
+                let chunks = lineup.0.as_ref().map_or(0, |i| i.order.len());
+                prop_assert!(chunks <= model.len());
                 let order: Vec<&String> = lineup.iter().collect();
                 prop_assert_eq!(order, model.iter().collect::<Vec<_>>());
                 for (i, k) in model.iter().enumerate() {

@@ -28,8 +28,8 @@ pub use fold::apply;
 pub use ids::QueueIds;
 pub use lineup::{Keyed, Lineup};
 pub use model::{
-    status_name, Caller, ConnectedCall, Link, Member, Queue, QueueStats, Ringing, Rung, Server,
-    ServerView, Snapshot, State, Waiting, WaitingRef,
+    status_name, Caller, ConnectedCall, Link, Member, Members, Queue, QueueStats, Ringing, Rung,
+    Server, ServerView, Snapshot, State, Waiting, WaitingRef,
 };
 
 use crate::ami::Message;

@@ -416,7 +416,7 @@ fn a_full_snapshot_removes_what_is_gone_and_marks_the_link_synced() {
     assert!(st.all_synced());
     let members: Vec<String> = st
         .queue(SERVER, "sales")
-        .map(|q| q.members.keys().cloned().collect())
+        .map(|q| q.members.keys().map(str::to_owned).collect())
         .unwrap_or_default();
     assert_eq!(members, ["Local/agent1@agents"]);
 }

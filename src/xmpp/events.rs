@@ -473,10 +473,7 @@ mod tests {
                 name: Arc::from("support"),
                 id: 2,
                 stats: QueueStats::default(),
-                members: members
-                    .into_iter()
-                    .map(|m| (m.interface.clone(), m))
-                    .collect(),
+                members: members.into_iter().collect(),
                 callers: callers.into_iter().map(|w| w.caller).collect(),
                 connected_calls: Default::default(),
             },
