@@ -357,7 +357,7 @@ impl Commands {
     /// [`CONFIRM_TIMEOUT`] otherwise.
     async fn confirmed(
         &self,
-        mut changes: tokio::sync::broadcast::Receiver<Arc<crate::state::Change>>,
+        mut changes: tokio::sync::broadcast::Receiver<crate::hub::Batch>,
         what: &str,
         done: impl Fn(&State) -> bool,
     ) -> Result<Done, CommandError> {

@@ -82,12 +82,15 @@ pub fn start(
     state.seq = first_seq();
     let hub = Hub::new(state);
     servers.start(hub.clone());
-    tasks.spawn(hub::run(
-        hub.clone(),
-        inputs_rx,
-        Some(config.state_dir.clone()),
-        notifier,
-    ));
+    tasks.spawn_on(
+        hub::run(
+            hub.clone(),
+            inputs_rx,
+            Some(config.state_dir.clone()),
+            notifier,
+        ),
+        &crate::threads::state(),
+    );
     let access = Access::new(
         config
             .directory()

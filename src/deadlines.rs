@@ -264,7 +264,7 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             () = deadlines.wake.notified() => continue,
             change = changes.recv() => match change {
-                Ok(c) => deadlines.observe(&c),
+                Ok(batch) => batch.iter().for_each(|c| deadlines.observe(c)),
                 // Missed changes: firing re-checks through the idempotent command layer.
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,

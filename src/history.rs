@@ -515,7 +515,10 @@ pub async fn run(history: History, hub: Arc<Hub>, shutdown: CancellationToken) {
         let writes = tokio::select! {
             () = shutdown.cancelled() => return,
             change = changes.recv() => match change {
-                Ok(c) => recorder.observe(&c, now_secs()),
+                Ok(batch) => {
+                    let now = now_secs();
+                    batch.iter().flat_map(|c| recorder.observe(c, now)).collect()
+                }
                 Err(RecvError::Lagged(n)) => {
                     warn!(missed = n, "call history recorder fell behind; calls may be missing");
                     Vec::new()

@@ -25,7 +25,7 @@ use crate::systemd::Notifier;
 /// 1.5 s on the machine of BENCHMARKS.md). An AMI reader never waits for room: it drops what
 /// does not fit and resyncs (`ami::client`), so Asterisk's `writetimeout` is never hit.
 pub const INPUT_QUEUE: usize = 8192;
-/// Changes a subscriber may fall behind before it is resynced with a snapshot.
+/// Batches a subscriber may fall behind before it is resynced with a snapshot.
 pub const BROADCAST_CAPACITY: usize = 4096;
 /// Changes kept for `Last-Event-ID` resumption.
 pub const RECENT_CHANGES: usize = 20_000;
@@ -35,10 +35,14 @@ struct Shared {
     recent: VecDeque<Arc<Change>>,
 }
 
+/// The changes one input made, in order: what the broadcast carries. A resync's tens of
+/// thousands of changes are one message, so no subscriber lags behind because of it.
+pub type Batch = Arc<[Arc<Change>]>;
+
 /// Shared handle to the state and its change stream.
 pub struct Hub {
     shared: RwLock<Shared>,
-    changes: broadcast::Sender<Arc<Change>>,
+    changes: broadcast::Sender<Batch>,
 }
 
 /// Where a subscriber resumes.
@@ -90,9 +94,9 @@ impl Hub {
             changes
         };
         let n = changes.len();
-        for c in changes {
+        if n > 0 {
             // No receivers is fine: nobody is listening.
-            let _ = self.changes.send(c);
+            let _ = self.changes.send(Batch::from(changes));
         }
         n
     }
@@ -107,8 +111,8 @@ impl Hub {
         f(&mut self.write_guard().state)
     }
 
-    /// Subscribes to changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+    /// Subscribes to changes from now on, a batch per input.
+    pub fn subscribe(&self) -> broadcast::Receiver<Batch> {
         self.changes.subscribe()
     }
 
@@ -117,7 +121,7 @@ impl Hub {
     /// no change slips past.
     pub async fn wait_for(
         &self,
-        changes: &mut broadcast::Receiver<Arc<Change>>,
+        changes: &mut broadcast::Receiver<Batch>,
         deadline: tokio::time::Instant,
         done: impl Fn(&State) -> bool,
     ) -> bool {

@@ -45,5 +45,6 @@ pub mod replay;
 pub mod servers;
 pub mod state;
 pub mod systemd;
+pub mod threads;
 pub mod tokens;
 pub mod xmpp;

@@ -256,10 +256,10 @@ pub async fn count_changes(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut changes = hub.subscribe();
     let mut logged_in: std::collections::BTreeSet<Arc<str>> = Default::default();
     loop {
-        let change = tokio::select! {
+        let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             c = changes.recv() => match c {
-                Ok(c) => c,
+                Ok(batch) => batch,
                 Err(RecvError::Lagged(n)) => {
                     warn!(missed = n, "metrics fell behind the change stream; counts are low");
                     continue;
@@ -267,41 +267,48 @@ pub async fn count_changes(hub: Arc<Hub>, shutdown: CancellationToken) {
                 Err(RecvError::Closed) => return,
             },
         };
-        let server = change.server.to_string();
-        match &change.kind {
-            ChangeKind::Link(link) if link.connected && !link.synced => {
-                // A login after the first is a reconnect.
-                let again = !logged_in.insert(change.server.clone());
-                counter!(AMI_RECONNECTS, "server" => server).increment(u64::from(again));
-            }
-            ChangeKind::CallerJoined { queue, .. } => {
-                counter!(QUEUE_CALLERS_JOINED, "server" => server, "queue" => queue.to_string())
-                    .increment(1);
-            }
-            ChangeKind::CallConnected { queue, call } => {
-                let labels = [("server", server), ("queue", queue.to_string())];
-                counter!(QUEUE_CALLERS_ANSWERED, &labels).increment(1);
-                histogram!(QUEUE_WAIT, &labels).record(call.hold_time as f64);
-            }
-            ChangeKind::CallCompleted {
-                queue,
-                talk_time,
-                reason,
-                ..
-            } if reason != "dump" => {
-                histogram!(QUEUE_TALK, "server" => server, "queue" => queue.to_string())
-                    .record(*talk_time as f64);
-            }
-            ChangeKind::CallerLeft {
-                queue,
-                abandoned: true,
-                ..
-            } => {
-                counter!(QUEUE_CALLERS_ABANDONED, "server" => server, "queue" => queue.to_string())
-                    .increment(1);
-            }
-            _ => {}
+        for change in batch.iter() {
+            count(change, &mut logged_in);
         }
+    }
+}
+
+/// Counts one change.
+fn count(change: &crate::state::Change, logged_in: &mut std::collections::BTreeSet<Arc<str>>) {
+    let server = change.server.to_string();
+    match &change.kind {
+        ChangeKind::Link(link) if link.connected && !link.synced => {
+            // A login after the first is a reconnect.
+            let again = !logged_in.insert(change.server.clone());
+            counter!(AMI_RECONNECTS, "server" => server).increment(u64::from(again));
+        }
+        ChangeKind::CallerJoined { queue, .. } => {
+            counter!(QUEUE_CALLERS_JOINED, "server" => server, "queue" => queue.to_string())
+                .increment(1);
+        }
+        ChangeKind::CallConnected { queue, call } => {
+            let labels = [("server", server), ("queue", queue.to_string())];
+            counter!(QUEUE_CALLERS_ANSWERED, &labels).increment(1);
+            histogram!(QUEUE_WAIT, &labels).record(call.hold_time as f64);
+        }
+        ChangeKind::CallCompleted {
+            queue,
+            talk_time,
+            reason,
+            ..
+        } if reason != "dump" => {
+            histogram!(QUEUE_TALK, "server" => server, "queue" => queue.to_string())
+                .record(*talk_time as f64);
+        }
+        ChangeKind::CallerLeft {
+            queue,
+            abandoned: true,
+            ..
+        } => {
+            counter!(QUEUE_CALLERS_ABANDONED, "server" => server, "queue" => queue.to_string())
+                .increment(1);
+        }
+        _ => {}
     }
 }
 

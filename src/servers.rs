@@ -235,7 +235,12 @@ impl Servers {
         let (handle, requests) = AmiHandle::new(cfg.id.clone());
         let stop = self.shutdown.child_token();
         let task = match self.inputs() {
-            Some(inputs) => tokio::spawn(client::run(cfg.clone(), requests, inputs, stop.clone())),
+            Some(inputs) => crate::threads::ami().spawn(client::run(
+                cfg.clone(),
+                requests,
+                inputs,
+                stop.clone(),
+            )),
             // Shutting down: a client that is never started.
             None => tokio::spawn(async {}),
         };

@@ -30,7 +30,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::demux::{Demux, Reply, Routed};
+use super::demux::{Demux, Reply, Routed, MAX_LIST_ITEMS};
 use super::event::{is_queue_event, queue_result};
 use super::{AmiCodec, Frame, Message};
 use crate::metrics;
@@ -220,7 +220,10 @@ enum Waiter {
 struct Pending {
     waiter: Waiter,
     sent: Instant,
+    /// When the answer is given up on. A list still arriving moves it on (see `expire`).
     deadline: Instant,
+    /// List items received by the last check of the deadline.
+    items_seen: usize,
 }
 
 struct Session<'a> {
@@ -376,6 +379,7 @@ impl<'a> Session<'a> {
                 waiter,
                 sent,
                 deadline,
+                items_seen: 0,
             },
         );
         Ok(())
@@ -604,9 +608,27 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Fails actions past their deadline; a lost Ping or resync ends the link.
+    /// Fails actions past their deadline; a lost Ping or resync ends the link. A list that is
+    /// still arriving is not lost, only long (a full QueueStatus of 40,000 queues takes
+    /// Asterisk seconds), and Asterisk answers actions in order, so everything sent after it
+    /// waits for its end: while any list grows, every deadline is kept at least
+    /// `action_timeout` away.
     fn expire(&mut self) -> Option<String> {
         let now = Instant::now();
+        let mut growing = false;
+        for (id, p) in &mut self.pending {
+            if let Some(n) = self.demux.items(id) {
+                growing |= n > p.items_seen;
+                p.items_seen = n;
+            }
+        }
+        if growing {
+            let later = now + self.cfg.action_timeout;
+            for p in self.pending.values_mut() {
+                p.deadline = p.deadline.max(later);
+            }
+            return None;
+        }
         let expired: Vec<String> = self
             .pending
             .iter()
@@ -647,6 +669,16 @@ impl<'a> Session<'a> {
                         let full = scope == Scope::All;
                         if !reply.is_success() {
                             return Some(format!("QueueStatus refused: {}", reply.message()));
+                        }
+                        if reply.items.len() >= MAX_LIST_ITEMS {
+                            // Cut short: folding it would remove every queue not listed.
+                            error!(
+                                items = MAX_LIST_ITEMS,
+                                ?scope,
+                                "QueueStatus cut short at the item limit: not folded"
+                            );
+                            self.full_in_flight &= !full;
+                            return None;
                         }
                         self.report(What::Snapshot(QueueStatus {
                             scope,
@@ -762,6 +794,40 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         s.submit(Message::action("QueuePause"), "", Waiter::External(tx))
             .is_ok()
+    }
+
+    /// Asterisk answers in order: a Ping sent during a 40,000-queue QueueStatus is answered
+    /// after the list, seconds later. While the list grows nothing expires; once it stops, the
+    /// deadlines run out as usual.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_list_still_arriving_keeps_every_answer_behind_it_waiting() {
+        let cfg = config();
+        let (sink, _inputs) = mpsc::channel(8);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, _socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        s.request_full_resync();
+        assert!(s
+            .submit(Message::action("Ping"), ".ping", Waiter::Ping)
+            .is_ok());
+        let id = "qb1.all";
+        let start = Message::new()
+            .with("Response", "Success")
+            .with("ActionID", id)
+            .with("EventList", "start")
+            .with("Message", "Queue status will follow");
+        assert!(matches!(s.demux.push(start), Routed::Pending));
+        for round in 0..5 {
+            tokio::time::advance(cfg.action_timeout).await;
+            let item = Message::new()
+                .with("Event", "QueueParams")
+                .with("Queue", &format!("q{round}"))
+                .with("ActionID", id);
+            assert!(matches!(s.demux.push(item), Routed::Pending));
+            assert_eq!(s.expire(), None, "round {round}");
+        }
+        tokio::time::advance(cfg.action_timeout * 2).await;
+        assert!(s.expire().is_some(), "a list that stopped is lost");
     }
 
     /// A state task that falls behind never makes the reader wait: what does not fit is

@@ -104,6 +104,11 @@ impl Demux {
         }
     }
 
+    /// How many items the open list of this action holds so far.
+    pub fn items(&self, action_id: &str) -> Option<usize> {
+        self.open.get(action_id).map(|r| r.items.len())
+    }
+
     /// Forgets an open list (its action timed out).
     pub fn cancel(&mut self, action_id: &str) {
         self.open.remove(action_id);

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState};
-use crate::hub::{Hub, Resume};
+use crate::hub::{Batch, Hub, Resume};
 use crate::state::{Change, Snapshot};
 
 /// Comment lines sent on an idle stream so proxies and clients see it is alive.
@@ -29,9 +29,11 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 struct Subscription {
     hub: Arc<Hub>,
-    rx: broadcast::Receiver<Arc<Change>>,
+    rx: broadcast::Receiver<Batch>,
     cursor: u64,
     queued: VecDeque<Event>,
+    /// The batch being sent, and how far.
+    batch: Option<(Batch, usize)>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 }
@@ -87,6 +89,7 @@ pub async fn events(
         rx,
         cursor,
         queued,
+        batch: None,
         shutdown: app.shutdown.clone(),
         _permit: permit,
     };
@@ -95,14 +98,20 @@ pub async fn events(
             if let Some(event) = sub.queued.pop_front() {
                 return Some((Ok(event), sub));
             }
+            if let Some((batch, next)) = &mut sub.batch {
+                while let Some(change) = batch.get(*next) {
+                    *next += 1;
+                    if change.seq > sub.cursor {
+                        sub.cursor = change.seq;
+                        return Some((Ok(change_event(change)), sub));
+                    }
+                }
+                sub.batch = None;
+            }
             tokio::select! {
                 _ = sub.shutdown.cancelled() => return None,
                 received = sub.rx.recv() => match received {
-                    Ok(change) if change.seq > sub.cursor => {
-                        sub.cursor = change.seq;
-                        return Some((Ok(change_event(&change)), sub));
-                    }
-                    Ok(_) => {}
+                    Ok(batch) => sub.batch = Some((batch, 0)),
                     Err(RecvError::Lagged(_)) => {
                         let snapshot = sub.hub.read(|s| s.snapshot());
                         sub.cursor = snapshot.seq;

@@ -648,7 +648,10 @@ async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
                 behind = false;
                 front.hub.read(|s| published.catch_up(s, &dir))
             }
-            Some(Ok(change)) if !behind => published.apply(&change, &dir),
+            Some(Ok(batch)) if !behind => batch
+                .iter()
+                .flat_map(|c| published.apply(c, &dir))
+                .collect(),
             Some(Ok(_)) | Some(Err(RecvError::Lagged(_))) => {
                 if !behind {
                     warn!("XMPP fan-out fell behind; catching up from the state");

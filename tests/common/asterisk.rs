@@ -48,6 +48,11 @@ fn moddir(root: &Path) -> String {
 impl Asterisk {
     /// Starts a fresh instance and waits until its AMI port accepts connections.
     pub fn start() -> Self {
+        Self::start_with_queues("")
+    }
+
+    /// Like [`Asterisk::start`], with `queues` (queues.conf sections) after the usual ones.
+    pub fn start_with_queues(queues: &str) -> Self {
         let root = rootfs();
         let port = free_port();
         let base = format!("/tmp/qb-test-{}-{port}", std::process::id());
@@ -67,6 +72,11 @@ impl Asterisk {
                 .replace("@AMI_SECRET@", SECRET);
             std::fs::write(host_base.join("etc").join(entry.file_name()), text)
                 .expect("write conf");
+        }
+        if !queues.is_empty() {
+            let path = host_base.join("etc/queues.conf");
+            let text = std::fs::read_to_string(&path).expect("queues.conf");
+            std::fs::write(&path, format!("{text}\n{queues}")).expect("write queues.conf");
         }
         let mut a = Asterisk {
             port,

@@ -19,6 +19,12 @@ pub struct Driver {
 
 impl Driver {
     pub async fn connect(port: u16) -> Self {
+        Self::connect_within(port, Duration::from_secs(30)).await
+    }
+
+    /// Like [`Driver::connect`], waiting up to `boot` for Asterisk to be fully booted (40,000
+    /// queues take it minutes).
+    pub async fn connect_within(port: u16, boot: Duration) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect AMI");
@@ -44,7 +50,7 @@ impl Driver {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), booted)
+        tokio::time::timeout(boot, booted)
             .await
             .expect("Asterisk fully booted");
         let r = d
