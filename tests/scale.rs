@@ -1,8 +1,9 @@
 //! At the scale of the largest sites (Asterisk issue #1214: 40,000 queues): a real Asterisk 22
-//! with 40,000 generated queues of two members each, fully resynced every 5 s (the tests'
-//! `reconcile_interval`) while callers join, wait and give up in another queue. Asterisk drops
+//! with 40,000 generated queues of two members each. queuebridge logs in, and does its full
+//! resync, while callers join, wait and give up in another queue, then keeps the site exact
+//! through its reconciliations (targeted at this size) as callers keep coming. Asterisk drops
 //! a manager session that does not read within its `writetimeout` (100 ms): the reader must
-//! never stop for a fold, and every resync must end exact.
+//! never stop for a fold, and nothing may end the link.
 
 mod common;
 
@@ -24,23 +25,6 @@ fn generated() -> String {
     conf
 }
 
-/// Waits until the server is connected and synced.
-async fn synced(bridge: &Bridge, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = bridge.get("/healthz").await;
-        if r.status().as_u16() == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never synced; log:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn forty_thousand_queues_resync_while_calls_flow_without_a_disconnect() {
     let ast = Asterisk::start_with_queues(&generated());
@@ -50,21 +34,34 @@ async fn forty_thousand_queues_resync_while_calls_flow_without_a_disconnect() {
     for a in ["agent1", "agent2"] {
         driver.devstate(a, "UNAVAILABLE").await;
     }
-    let bridge = Bridge::start(ast.port);
-    synced(&bridge, Duration::from_secs(120)).await;
-
-    // Callers come and go across several full resyncs (one every 5 s).
-    let started = Instant::now();
     let mut n = 0;
-    while started.elapsed() < Duration::from_secs(25) {
+    let mut calls = async |driver: &mut Driver| {
         for _ in 0..3 {
             n += 1;
             driver
                 .call("sales", (&format!("4930{n:05}"), "Caller"), 5, 4, None)
                 .await;
         }
+        n
+    };
+    calls(&mut driver).await;
+    // The first full resync runs while callers come and go; they keep coming for 20 s after.
+    let bridge = Bridge::start(ast.port);
+    let started = Instant::now();
+    let mut synced_at: Option<Instant> = None;
+    while synced_at.is_none_or(|t| t.elapsed() < Duration::from_secs(20)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "never synced; log:\n{}",
+            bridge.log()
+        );
+        calls(&mut driver).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
+        if synced_at.is_none() && bridge.get("/healthz").await.status().as_u16() == 200 {
+            synced_at = Some(Instant::now());
+        }
     }
+    let n = calls(&mut driver).await;
 
     // Every resync ended exact: the busy queue and queues at both ends of the list.
     bridge.assert_exact(&mut driver, "pbx1", "sales").await;
@@ -78,7 +75,6 @@ async fn forty_thousand_queues_resync_while_calls_flow_without_a_disconnect() {
         "every queue is known"
     );
     let log = bridge.log();
-    let resyncs = log.matches("QueueStatus").count();
     assert!(
         !log.contains("ami link down"),
         "the AMI link dropped during the resyncs:\n{log}"
@@ -87,5 +83,5 @@ async fn forty_thousand_queues_resync_while_calls_flow_without_a_disconnect() {
         !log.contains("dropping AMI input"),
         "the state task fell behind:\n{log}"
     );
-    eprintln!("{n} callers, log mentions QueueStatus {resyncs} times");
+    eprintln!("{n} callers");
 }

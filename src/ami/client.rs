@@ -50,6 +50,13 @@ pub const RESERVED_FOR_LINK: usize = 64;
 /// Wait after an event that implies silent changes before reading the queue back, so that a
 /// burst of events costs one QueueStatus.
 const REFRESH_DELAY: Duration = Duration::from_millis(150);
+/// Up to this many queues a server is re-read whole at every reconciliation.
+pub const FULL_RECONCILE_MAX_QUEUES: usize = 1000;
+/// At a bigger server, one reconciliation in this many is a full QueueStatus; at the others
+/// only the queues that had events since the one before are re-read, each on its own.
+pub const FULL_RECONCILE_EVERY: u32 = 15;
+/// Targeted QueueStatus refreshes sent at once; the rest follow after [`REFRESH_DELAY`].
+const REFRESH_BATCH: usize = 64;
 /// How long to wait for `FullyBooted` after login before resyncing anyway (a user whose
 /// `read=` lacks `system` never gets it).
 const BOOT_WAIT: Duration = Duration::from_secs(3);
@@ -239,6 +246,13 @@ struct Session<'a> {
     /// Queues to read back, with whether members are needed too.
     dirty: BTreeMap<String, bool>,
     refresh_at: Option<Instant>,
+    /// Queues listed by the last full QueueStatus.
+    queues_known: usize,
+    /// At a server of more than [`FULL_RECONCILE_MAX_QUEUES`]: the queues that had events
+    /// since the last reconciliation.
+    active: std::collections::BTreeSet<String>,
+    /// Reconciliations so far.
+    reconciliations: u32,
     /// A link change the state task's queue had no room for, sent before anything else.
     unsent_link: Option<LinkChange>,
     /// Inputs dropped for want of room since the last warning was logged.
@@ -263,6 +277,9 @@ impl<'a> Session<'a> {
             full_again: false,
             dirty: BTreeMap::new(),
             refresh_at: None,
+            queues_known: 0,
+            active: Default::default(),
+            reconciliations: 0,
             unsent_link: None,
             dropping: false,
         }
@@ -409,9 +426,14 @@ impl<'a> Session<'a> {
             .get_or_insert_with(|| Instant::now() + REFRESH_DELAY);
     }
 
+    /// Re-reads the dirty queues, [`REFRESH_BATCH`] at a time: the rest (and any the
+    /// in-flight window had no room for) stay dirty for the next round.
     fn refresh_dirty(&mut self) {
         self.refresh_at = None;
-        for (queue, with_members) in std::mem::take(&mut self.dirty) {
+        for _ in 0..REFRESH_BATCH {
+            let Some((queue, with_members)) = self.dirty.pop_first() else {
+                break;
+            };
             let mut action = Message::action("QueueStatus").with("Queue", &queue);
             let (suffix, scope) = if with_members {
                 (".q", Scope::Queue(queue))
@@ -419,7 +441,33 @@ impl<'a> Session<'a> {
                 action.push("Member", NO_MEMBER);
                 (".qc", Scope::Callers(queue))
             };
-            let _ = self.submit(action, suffix, Waiter::Status(scope));
+            if let Err(Waiter::Status(scope)) = self.submit(action, suffix, Waiter::Status(scope)) {
+                let (Scope::Queue(queue) | Scope::Callers(queue)) = scope else {
+                    break;
+                };
+                self.dirty.insert(queue, with_members);
+                break;
+            }
+        }
+        if !self.dirty.is_empty() {
+            self.refresh_at = Some(Instant::now() + REFRESH_DELAY);
+        }
+    }
+
+    /// The periodic reconciliation: a full QueueStatus, or at a server of more than
+    /// [`FULL_RECONCILE_MAX_QUEUES`] queues, one in [`FULL_RECONCILE_EVERY`] and the queues
+    /// with events since the last one in between.
+    fn reconcile(&mut self) {
+        self.reconciliations = self.reconciliations.wrapping_add(1);
+        if self.queues_known <= FULL_RECONCILE_MAX_QUEUES
+            || self.reconciliations % FULL_RECONCILE_EVERY == 0
+        {
+            self.active.clear();
+            self.request_full_resync();
+            return;
+        }
+        for queue in std::mem::take(&mut self.active) {
+            self.mark_dirty(&queue, true);
         }
     }
 
@@ -590,7 +638,7 @@ impl<'a> Session<'a> {
                         return End::Failed("cannot queue a keepalive Ping: link stuck".into());
                     }
                 }
-                _ = reconcile.tick() => if self.synced { self.request_full_resync() },
+                _ = reconcile.tick() => if self.synced { self.reconcile() },
                 _ = sleep_until(refresh_at) => self.refresh_dirty(),
                 _ = sleep_until(boot_at) => {
                     boot_deadline = None;
@@ -680,11 +728,17 @@ impl<'a> Session<'a> {
                             self.full_in_flight &= !full;
                             return None;
                         }
+                        let listed = reply
+                            .items
+                            .iter()
+                            .filter(|m| m.event_name() == Some("QueueParams"))
+                            .count();
                         self.report(What::Snapshot(QueueStatus {
                             scope,
                             items: reply.items,
                         }));
                         if full {
+                            self.queues_known = listed;
                             metrics::resync_duration(&self.cfg.id, p.sent.elapsed());
                             self.full_in_flight = false;
                             if !self.synced {
@@ -726,8 +780,14 @@ impl<'a> Session<'a> {
                             | "QueueCallerAbandon" => Some(true),
                             _ => None,
                         };
+                        let queue = m.get("Queue").unwrap_or_default();
                         if let Some(with_members) = with_members {
-                            self.mark_dirty(m.get("Queue").unwrap_or_default(), with_members);
+                            self.mark_dirty(queue, with_members);
+                        }
+                        if self.queues_known > FULL_RECONCILE_MAX_QUEUES
+                            && !self.active.contains(queue)
+                        {
+                            self.active.insert(queue.to_owned());
                         }
                         self.report(What::Event(m));
                     }
@@ -828,6 +888,54 @@ mod tests {
         }
         tokio::time::advance(cfg.action_timeout * 2).await;
         assert!(s.expire().is_some(), "a list that stopped is lost");
+    }
+
+    /// A small server is re-read whole at every reconciliation; a big one only one time in
+    /// FULL_RECONCILE_EVERY, and in between the queues that had events, a batch at a time.
+    #[tokio::test]
+    async fn a_big_server_is_reconciled_queue_by_queue_between_full_reads() {
+        let cfg = config();
+        let (sink, _inputs) = mpsc::channel(8);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, mut socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        let sent = |socket: &mut mpsc::Receiver<Message>| {
+            let mut queues = Vec::new();
+            while let Ok(m) = socket.try_recv() {
+                queues.push(m.get("Queue").unwrap_or("*all*").to_owned());
+            }
+            queues
+        };
+        s.queues_known = 10;
+        s.reconcile();
+        assert_eq!(sent(&mut socket), ["*all*"]);
+        s.full_in_flight = false;
+
+        s.queues_known = FULL_RECONCILE_MAX_QUEUES + 1;
+        s.reconciliations = 0;
+        for q in 0..100 {
+            s.active.insert(format!("q{q:03}"));
+        }
+        s.reconcile();
+        assert!(
+            sent(&mut socket).is_empty(),
+            "refreshes wait for REFRESH_DELAY"
+        );
+        s.refresh_dirty();
+        assert_eq!(sent(&mut socket).len(), REFRESH_BATCH);
+        assert!(s.refresh_at.is_some(), "the rest follow");
+        s.refresh_dirty();
+        assert_eq!(sent(&mut socket).len(), 100 - REFRESH_BATCH);
+        for _ in 1..FULL_RECONCILE_EVERY - 1 {
+            s.reconcile();
+        }
+        s.refresh_dirty();
+        assert!(
+            sent(&mut socket).is_empty(),
+            "no events, nothing to re-read"
+        );
+        s.reconcile();
+        assert_eq!(sent(&mut socket), ["*all*"]);
     }
 
     /// A state task that falls behind never makes the reader wait: what does not fit is
