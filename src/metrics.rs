@@ -317,20 +317,58 @@ pub fn action_duration(server: &str, took: Duration) {
     histogram!(AMI_ACTION_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
 }
 
-/// Counts one AMI event; names outside the known set are counted as `other`, so a server
-/// cannot grow the label set.
-pub fn ami_event(server: &str, name: &str) {
+/// The `event` label of an AMI event name.
+fn event_label(name: &str) -> String {
     let known = crate::ami::event::is_queue_event(name)
         || matches!(
             name,
             "FullyBooted" | "Shutdown" | "Hangup" | "Reload" | "Load" | "Unload"
         );
-    let event = if known {
+    if known {
         name.to_owned()
     } else {
         "other".to_owned()
-    };
-    counter!(AMI_MESSAGES, "server" => server.to_owned(), "event" => event).increment(1);
+    }
+}
+
+/// Counts AMI events by name for one link; names outside the known set are counted as
+/// `other`, so a server cannot grow the label set. The counters' handles are kept: no label
+/// set is built and looked up per event. At most one handle per known name, one for `other`.
+pub struct EventCounters {
+    server: String,
+    known: std::collections::HashMap<String, metrics::Counter>,
+    other: Option<metrics::Counter>,
+}
+
+impl EventCounters {
+    pub fn new(server: &str) -> Self {
+        Self {
+            server: server.to_owned(),
+            known: Default::default(),
+            other: None,
+        }
+    }
+
+    /// Counts one AMI event.
+    pub fn count(&mut self, name: &str) {
+        if let Some(c) = self.known.get(name) {
+            c.increment(1);
+            return;
+        }
+        let label = event_label(name);
+        let server = self.server.clone();
+        if label == "other" {
+            self.other
+                .get_or_insert_with(
+                    || counter!(AMI_MESSAGES, "server" => server, "event" => "other"),
+                )
+                .increment(1);
+            return;
+        }
+        let handle = counter!(AMI_MESSAGES, "server" => server, "event" => label.clone());
+        handle.increment(1);
+        self.known.insert(label, handle);
+    }
 }
 
 /// Counts one AMI input dropped for want of room in the state task's queue.

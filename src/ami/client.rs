@@ -248,6 +248,7 @@ struct Session<'a> {
     refresh_at: Option<Instant>,
     /// Queues listed by the last full QueueStatus.
     queues_known: usize,
+    event_counters: metrics::EventCounters,
     /// At a server of more than [`FULL_RECONCILE_MAX_QUEUES`]: the queues that had events
     /// since the last reconciliation.
     active: std::collections::BTreeSet<String>,
@@ -278,6 +279,7 @@ impl<'a> Session<'a> {
             dirty: BTreeMap::new(),
             refresh_at: None,
             queues_known: 0,
+            event_counters: metrics::EventCounters::new(&cfg.id),
             active: Default::default(),
             reconciliations: 0,
             unsent_link: None,
@@ -755,7 +757,7 @@ impl<'a> Session<'a> {
             }
             Routed::Event(m) => {
                 let name = m.event_name().unwrap_or_default();
-                metrics::ami_event(&self.cfg.id, name);
+                self.event_counters.count(name);
                 match name {
                     "FullyBooted" => {
                         *boot = None;
