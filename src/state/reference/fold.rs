@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::ami::event::{AgentFields, CallerFields, EntryFields, MemberFields, ParamsFields};
 use crate::ami::Event;
 
-use super::model::status_name;
 use super::{
     Caller, Change, ChangeKind, ConnectedCall, Input, LinkChange, Member, Queue, QueueStats,
     QueueStatus, Ringing, Scope, State, What,
 };
+use crate::state::status_name;
 
 /// Folds one input into the state and returns what changed, in order.
 pub fn apply(state: &mut State, input: &Input) -> Vec<Change> {
@@ -350,12 +350,12 @@ impl Fold<'_> {
         let kind = match old {
             None => ChangeKind::CallerJoined {
                 queue: q.name.clone(),
-                caller: caller.clone(),
+                caller: super::published(caller),
             },
             Some(old) if old == *caller => return,
             Some(_) => ChangeKind::CallerUpdated {
                 queue: q.name.clone(),
-                caller: caller.clone(),
+                caller: super::published(caller),
             },
         };
         self.push(kind);
@@ -586,11 +586,11 @@ impl Fold<'_> {
             match q.callers.iter().find(|o| o.uniqueid == c.uniqueid) {
                 None => changes.push(ChangeKind::CallerJoined {
                     queue: queue.clone(),
-                    caller: c.clone(),
+                    caller: super::published(c),
                 }),
                 Some(old) if old != c => changes.push(ChangeKind::CallerUpdated {
                     queue: queue.clone(),
-                    caller: c.clone(),
+                    caller: super::published(c),
                 }),
                 Some(_) => {}
             }

@@ -1,4 +1,5 @@
-//! The live model: servers, their queues, members, waiting callers and connected calls.
+//! The model as the scanning fold kept it: callers, ringing and connected calls in vectors.
+//! The records that did not change shape are the crate's own.
 //!
 //! Field names follow the native JSON API (snake_case); each field says which AMI field it
 //! mirrors so a reader can check it against QueueStatus.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::ids::QueueIds;
+use super::{ConnectedCall, Link, Member, QueueStats};
 
 /// Everything queuebridge knows, for every configured Asterisk server.
 #[derive(Clone, Debug, Default)]
@@ -26,44 +28,6 @@ pub struct Server {
     pub id: Arc<str>,
     pub link: Link,
     pub queues: BTreeMap<String, Queue>,
-}
-
-/// The AMI link of one server.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Link {
-    /// Logged in over AMI right now.
-    pub connected: bool,
-    /// A full QueueStatus has been folded since the last (re)connect.
-    pub synced: bool,
-    /// Why the link is down, when it is.
-    pub reason: Option<String>,
-}
-
-/// Queue parameters and statistics: exactly the QueueParams list item (ami.md §2.4).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct QueueStats {
-    /// `Strategy`
-    pub strategy: String,
-    /// `Max` (maxlen; 0 = unlimited)
-    pub max: i64,
-    /// `Calls` — callers waiting now
-    pub calls: i64,
-    /// `Holdtime` — average seconds waited
-    pub hold_time: i64,
-    /// `TalkTime` — average seconds talked
-    pub talk_time: i64,
-    /// `Completed`
-    pub completed: i64,
-    /// `Abandoned`
-    pub abandoned: i64,
-    /// `ServiceLevel` — seconds
-    pub service_level: i64,
-    /// `ServicelevelPerf` — percent answered within the service level
-    pub service_level_perf: f64,
-    /// `ServicelevelPerf2` — the same, counting abandoned calls
-    pub service_level_perf2: f64,
-    /// `Weight`
-    pub weight: i64,
 }
 
 /// One queue.
@@ -100,54 +64,6 @@ fn values<S: Serializer>(map: &BTreeMap<String, Member>, s: S) -> Result<S::Ok, 
     s.collect_seq(map.values())
 }
 
-/// A queue member (ami.md §2.1).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// `Interface` (`Location` in QueueStatus) — the member's key
-    pub interface: String,
-    /// `MemberName` (`Name` in QueueStatus)
-    pub name: String,
-    /// `StateInterface`
-    pub state_interface: String,
-    /// `Membership`: static, dynamic or realtime
-    pub membership: String,
-    pub penalty: i64,
-    pub calls_taken: i64,
-    /// Epoch seconds, 0 = never
-    pub last_call: i64,
-    /// Epoch seconds, 0 = never
-    pub last_pause: i64,
-    /// Epoch seconds
-    pub login_time: i64,
-    pub in_call: bool,
-    /// Device state number, `Status` 0–8
-    pub status: i64,
-    /// Device state name (`ast_devstate2str`)
-    pub status_name: &'static str,
-    pub paused: bool,
-    pub paused_reason: String,
-    /// Seconds; 0 = the queue's value
-    pub wrapup_time: i64,
-    /// `Ringinuse`; unknown (null) until an event carried it: QueueStatus does not list it.
-    pub ring_in_use: Option<bool>,
-}
-
-/// The device state name of a `Status` value (ami.md §2.1 table).
-pub fn status_name(status: i64) -> &'static str {
-    match status {
-        0 => "Unknown",
-        1 => "Not in use",
-        2 => "In use",
-        3 => "Busy",
-        4 => "Invalid",
-        5 => "Unavailable",
-        6 => "Ringing",
-        7 => "Ring+Inuse",
-        8 => "On Hold",
-        _ => "Unknown",
-    }
-}
-
 /// A caller waiting in a queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Caller {
@@ -174,30 +90,6 @@ pub struct Caller {
     /// Set by QueueCallerAbandon, which precedes the caller's QueueCallerLeave.
     #[serde(skip)]
     pub abandoned: bool,
-}
-
-/// A caller connected to a member, from AgentConnect until AgentComplete.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ConnectedCall {
-    /// The caller's `Uniqueid`.
-    pub uniqueid: String,
-    pub channel: String,
-    pub caller_id_num: String,
-    pub caller_id_name: String,
-    /// The member's `Interface`.
-    pub interface: String,
-    pub member_name: String,
-    /// The agent leg (`DestChannel`).
-    pub agent_channel: String,
-    /// Seconds the caller waited.
-    pub hold_time: i64,
-    /// Seconds the member rang before answering.
-    pub ring_time: i64,
-    /// Epoch seconds of the AgentConnect.
-    pub connected_at: i64,
-    /// Carried over from the waiting caller (see [`Caller`]).
-    pub dialled: String,
-    pub privacy: bool,
 }
 
 /// Serialisable view of the whole state: what `GET /api/v1/queues` and SSE snapshots carry.
