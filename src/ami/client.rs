@@ -892,6 +892,40 @@ mod tests {
         assert!(s.expire().is_some(), "a list that stopped is lost");
     }
 
+    /// A QueueStatus cut short at MAX_LIST_ITEMS would remove every queue it cut off: it is
+    /// not folded, the link stays up, and the next resync may be asked for.
+    #[tokio::test]
+    async fn a_queue_status_past_the_item_limit_is_not_folded() {
+        let cfg = config();
+        let (sink, mut inputs) = mpsc::channel(8);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, _socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        s.request_full_resync();
+        let id = "qb1.all";
+        let start = Message::new()
+            .with("Response", "Success")
+            .with("ActionID", id)
+            .with("EventList", "start")
+            .with("Message", "Queue status will follow");
+        assert!(matches!(s.demux.push(start), Routed::Pending));
+        let item = Message::new()
+            .with("Event", "QueueParams")
+            .with("Queue", "q")
+            .with("ActionID", id);
+        for _ in 0..MAX_LIST_ITEMS + 10 {
+            s.demux.push(item.clone());
+        }
+        let done = Message::new()
+            .with("Event", "QueueStatusComplete")
+            .with("ActionID", id)
+            .with("EventList", "Complete");
+        let mut boot = None;
+        assert_eq!(s.on_message(done, &mut boot), None, "the link stays up");
+        assert!(inputs.try_recv().is_err(), "nothing folded");
+        assert!(!s.full_in_flight, "a later resync can be asked for");
+    }
+
     /// A small server is re-read whole at every reconciliation; a big one only one time in
     /// FULL_RECONCILE_EVERY, and in between the queues that had events, a batch at a time.
     #[tokio::test]
