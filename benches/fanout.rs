@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             .map(|i| UserConfig {
                 name: format!("agent{i}"),
                 password_hash: hash.into(),
-                interface: format!("Local/agent{i}@agents/n"),
+                interface: Some(format!("Local/agent{i}@agents/n")),
                 state_interface: None,
                 display_name: None,
                 extension: None,

@@ -30,8 +30,10 @@ pub struct UserConfig {
     pub name: String,
     /// An argon2 PHC string, as `queuebridge hash-password` prints it.
     pub password_hash: String,
-    /// The member interface in Asterisk, e.g. `Local/340@agents/n`.
-    pub interface: String,
+    /// The member interface in Asterisk, e.g. `Local/340@agents/n`. Only agents have one: a
+    /// supervisor or admin without it watches and manages but is never a member.
+    #[serde(default)]
+    pub interface: Option<String>,
     /// The device whose state Asterisk follows; defaults to `interface`.
     #[serde(default)]
     pub state_interface: Option<String>,
@@ -72,6 +74,7 @@ pub struct PauseReason {
 pub struct User {
     pub name: String,
     pub password_hash: String,
+    /// The member interface; empty for a user who is not an agent ([`User::is_agent`]).
     pub interface: String,
     pub state_interface: String,
     pub display_name: String,
@@ -86,6 +89,24 @@ pub struct User {
 }
 
 impl User {
+    /// Whether the user has a member interface, and so can be logged in, paused or given calls.
+    pub fn is_agent(&self) -> bool {
+        !self.interface.is_empty()
+    }
+
+    /// The user's member interface, or why they have none: the failure an agent command for a
+    /// user who only watches or manages gets.
+    pub fn agent_interface(&self) -> Result<&str, String> {
+        if self.is_agent() {
+            Ok(&self.interface)
+        } else {
+            Err(format!(
+                "{} is not an agent: no member interface is configured for them",
+                self.name
+            ))
+        }
+    }
+
     /// The user's extension number: `extension`, else the one in the interface.
     pub fn number(&self) -> &str {
         if self.extension.is_empty() {
@@ -175,8 +196,23 @@ impl Directory {
                     "is not a PHC hash string; make one with `queuebridge hash-password`",
                 ));
             }
-            if u.interface.is_empty() {
-                return Err(err(key("interface"), "must not be empty"));
+            let interface = u.interface.clone().unwrap_or_default();
+            let watcher = u.roles.iter().any(|r| r == "supervisor" || r == "admin");
+            if interface.trim().is_empty() && (u.interface.is_some() || !watcher) {
+                return Err(err(
+                    key("interface"),
+                    "must be a member interface such as PJSIP/201 (only a supervisor or admin \
+                     may have none)",
+                ));
+            }
+            if interface.is_empty() && !u.queues.is_empty() {
+                return Err(err(
+                    key("queues"),
+                    "needs an interface: only an agent can log in to a queue",
+                ));
+            }
+            if interface.is_empty() && u.state_interface.is_some() {
+                return Err(err(key("state_interface"), "needs an interface"));
             }
             if u.penalty.is_some_and(|p| !(0..=1_000_000).contains(&p)) {
                 return Err(err(key("penalty"), "must be between 0 and 1000000"));
@@ -186,7 +222,7 @@ impl Directory {
                 Some(_) => return Err(err(key("server"), "names no [[ami]] id")),
                 None => servers.first().map(|s| (*s).to_owned()).unwrap_or_default(),
             };
-            if !interfaces.insert((server.clone(), u.interface.clone())) {
+            if !interface.is_empty() && !interfaces.insert((server.clone(), interface.clone())) {
                 return Err(err(key("interface"), "is already another user's interface"));
             }
             let (mut supervisor, mut admin) = (false, false);
@@ -205,8 +241,8 @@ impl Directory {
             let user = User {
                 name: u.name.clone(),
                 password_hash: u.password_hash.clone(),
-                interface: u.interface.clone(),
-                state_interface: u.state_interface.clone().unwrap_or(u.interface.clone()),
+                state_interface: u.state_interface.clone().unwrap_or(interface.clone()),
+                interface,
                 display_name: u.display_name.clone().unwrap_or(u.name.clone()),
                 extension: u.extension.clone().unwrap_or_default(),
                 supervisor,
@@ -227,10 +263,15 @@ impl Directory {
                     "must be non-empty and unique",
                 ));
             }
-            if p.reason.trim().is_empty() {
+            if p.reason.trim().is_empty()
+                || p.reason.len() > MAX_PAUSE_REASON
+                || p.reason.contains(['\r', '\n'])
+                || p.reason.trim() != p.reason
+            {
                 return Err(err(
                     format!("pause_reasons[{i}].reason"),
-                    "must not be empty",
+                    "must be one line of 1 to 79 bytes, without leading or trailing spaces \
+                     (what Asterisk stores)",
                 ));
             }
         }
@@ -252,6 +293,9 @@ impl Directory {
 
     /// The user whose member interface this is on `server`.
     pub fn by_interface(&self, server: &str, interface: &str) -> Option<&Arc<User>> {
+        if interface.is_empty() {
+            return None;
+        }
         self.users
             .values()
             .find(|u| u.server == server && u.interface == interface)
@@ -288,28 +332,31 @@ impl Directory {
         &self.pause_reasons
     }
 
-    /// The reason text to send to Asterisk for a requested reason, which may be a configured
-    /// code or reason text (case-insensitive). With no reasons configured any text is taken;
-    /// with a list, only its entries and the [`AGENT_STATES`]. `None` when the request is not
-    /// allowed.
-    pub fn pause_reason(&self, requested: &str) -> Option<String> {
+    /// The reason Asterisk is sent, and stores, for a requested one. Reasons are free text on
+    /// every front end (the pascom seed: "an arbitrary string which will end up in the
+    /// queuelog, it can also be empty"): a configured code or reason text (case-insensitive)
+    /// becomes the configured text, anything else is taken as it is. Either way it is made
+    /// what Asterisk will report back: trimmed, CR and LF as spaces (the codec sends them so),
+    /// and cut at a character boundary to [`MAX_PAUSE_REASON`] bytes (Asterisk keeps a
+    /// member's reason in 80 bytes with the terminating NUL and cuts the rest).
+    pub fn pause_reason(&self, requested: &str) -> String {
         let requested = requested.trim();
-        if requested.is_empty()
-            || self.pause_reasons.is_empty()
-            || AGENT_STATES.contains(&requested)
-        {
-            return Some(requested.to_owned());
-        }
-        self.pause_reasons
+        let text = self
+            .pause_reasons
             .iter()
             .find(|p| p.code == requested || p.reason.eq_ignore_ascii_case(requested))
-            .map(|p| p.reason.clone())
+            .map_or(requested, |p| p.reason.as_str());
+        let text = crate::ami::codec::sent_value(text);
+        let mut end = text.len().min(MAX_PAUSE_REASON);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].trim().to_owned()
     }
 }
 
-/// Not-ready states an agent can be put in by name (PortSIP's agent statuses), always accepted
-/// as pause reasons: a paused member whose reason is one of them reads back in that state.
-pub const AGENT_STATES: [&str; 4] = ["NOT_READY", "WRAP_UP", "BREAK", "LUNCH"];
+/// The longest pause reason Asterisk stores, in bytes (`reason_paused[80]` in app_queue).
+pub const MAX_PAUSE_REASON: usize = 79;
 
 /// The hash an unknown user's password is checked against: made once, of a random password,
 /// with the same parameters as every user's.
@@ -429,7 +476,7 @@ pub(crate) fn test_user(name: &str, roles: &[&str], queues: &[&str]) -> UserConf
     UserConfig {
         name: name.into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk".into(),
-        interface: format!("Local/{name}@agents/n"),
+        interface: Some(format!("Local/{name}@agents/n")),
         state_interface: None,
         display_name: None,
         extension: None,
@@ -490,12 +537,56 @@ mod tests {
             reason: "Lunch".into(),
         }];
         let dir = Directory::new(&[], &reasons, &["pbx1"]).unwrap();
-        assert_eq!(dir.pause_reason("*01").as_deref(), Some("Lunch"));
-        assert_eq!(dir.pause_reason("lunch").as_deref(), Some("Lunch"));
-        assert_eq!(dir.pause_reason("").as_deref(), Some(""));
-        assert_eq!(dir.pause_reason("Nap"), None);
-        let free = Directory::new(&[], &[], &["pbx1"]).unwrap();
-        assert_eq!(free.pause_reason("Nap").as_deref(), Some("Nap"));
+        assert_eq!(dir.pause_reason("*01"), "Lunch");
+        assert_eq!(dir.pause_reason(" lunch "), "Lunch");
+        assert_eq!(dir.pause_reason(""), "");
+        // Free text is taken as it is, as Asterisk will store it.
+        assert_eq!(dir.pause_reason("postprocessing"), "postprocessing");
+        assert_eq!(dir.pause_reason("Nap\r\nnow"), "Nap  now");
+        let long = "é".repeat(50);
+        let cut = dir.pause_reason(&long);
+        assert_eq!((cut.len(), cut.chars().count()), (78, 39));
+        assert_eq!(dir.pause_reason(&format!("{} x", "a".repeat(78))).len(), 78);
+    }
+
+    #[test]
+    fn catalogue_reasons_are_what_asterisk_stores() {
+        for bad in ["", " Lunch", "Lu\nnch", &"a".repeat(80)] {
+            let reasons = [PauseReason {
+                code: "1".into(),
+                reason: bad.into(),
+            }];
+            let e = Directory::new(&[], &reasons, &["pbx1"]).unwrap_err();
+            assert_eq!(e.key, "pause_reasons[0].reason", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn supervisors_need_no_interface_agents_do() {
+        let mut boss = user("boss", &["supervisor"], &[]);
+        boss.interface = None;
+        let dir = Directory::new(&[boss.clone()], &[], &["pbx1"]).unwrap();
+        let u = dir.user("boss").unwrap();
+        assert!(!u.is_agent());
+        assert!(u.agent_interface().unwrap_err().contains("not an agent"));
+        assert!(dir.by_interface("pbx1", "").is_none());
+        // Two such users do not clash over the empty interface.
+        let mut other = boss.clone();
+        other.name = "boss2".into();
+        Directory::new(&[boss.clone(), other], &[], &["pbx1"]).unwrap();
+
+        let mut agent = user("tweber", &[], &[]);
+        agent.interface = None;
+        let e = Directory::new(&[agent], &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[0].interface");
+        let mut joins = boss.clone();
+        joins.queues = vec!["sales".into()];
+        let e = Directory::new(&[joins], &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[0].queues");
+        let mut empty = boss;
+        empty.interface = Some(" ".into());
+        let e = Directory::new(&[empty], &[], &["pbx1"]).unwrap_err();
+        assert_eq!(e.key, "users[0].interface");
     }
 
     /// tweber, an agent who may join sales, and boss, a supervisor.

@@ -72,7 +72,8 @@ pub enum Command {
         queue: Option<String>,
         interface: String,
         paused: bool,
-        /// A configured pause reason (code or text); empty for none.
+        /// Free text, or a configured code; empty for none. For an unpause it is only what the
+        /// queue log records.
         reason: String,
     },
     /// `QueuePenalty` in one queue or every queue of the member.
@@ -87,7 +88,7 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
-    /// Malformed request: empty interface, negative penalty, unknown pause reason.
+    /// Malformed request: empty interface, negative penalty, NUL in a value.
     InvalidArgument,
     /// The principal may not do this.
     Forbidden,
@@ -252,6 +253,7 @@ impl Commands {
                 ));
             }
         }
+        agent_needed(who, command.target().1)?;
         let command = self.validate(server, command)?;
         let (queue, interface, action) = command.target();
         self.hub.read(|s| {
@@ -296,6 +298,7 @@ impl Commands {
             .servers
             .handle(server)
             .ok_or_else(|| fail(Code::NoSuchServer, format!("no server {server:?}")))?;
+        agent_needed(who, interface)?;
         if interface.trim().is_empty() {
             return Err(fail(Code::InvalidArgument, "interface must not be empty"));
         }
@@ -375,7 +378,7 @@ impl Commands {
         }
     }
 
-    /// Checks arguments and resolves the pause reason against the configured list.
+    /// Checks arguments and makes the pause reason what Asterisk will store.
     fn validate(&self, server: &str, mut command: Command) -> Result<Command, CommandError> {
         let (queue, interface, _) = command.target();
         if interface.trim().is_empty() {
@@ -420,20 +423,26 @@ impl Commands {
                 ..
             }
             | Command::Pause { reason, .. } => {
-                let directory = self.access.directory();
-                let resolved = directory.pause_reason(reason).ok_or_else(|| {
-                    fail(
-                        Code::InvalidArgument,
-                        format!("unknown pause reason {reason:?}"),
-                    )
-                })?;
-                // The confirmation compares what Asterisk will report back, which is what the
-                // codec sends: CR and LF as spaces.
-                *reason = crate::ami::codec::sent_value(&resolved).into_owned();
+                // Free text, as Asterisk will store and report it back: the confirmation
+                // compares this.
+                *reason = self.access.directory().pause_reason(reason);
             }
             _ => {}
         }
         Ok(command)
+    }
+}
+
+/// A command a front end built from the asking user's own (empty) interface: they are a
+/// supervisor or admin who is not an agent, which deserves a clearer answer than "empty
+/// interface".
+fn agent_needed(who: &Principal, interface: &str) -> Result<(), CommandError> {
+    match who {
+        Principal::User(u) if interface.is_empty() => u
+            .agent_interface()
+            .map(drop)
+            .map_err(|m| fail(Code::Forbidden, m)),
+        _ => Ok(()),
     }
 }
 

@@ -53,6 +53,28 @@ pub struct ServerInfo {
     pub enabled: bool,
 }
 
+impl ServerInfo {
+    /// The Asterisk host's name: `host`, or this machine's name when `host` is a loopback
+    /// address or `localhost` (queuebridge then runs beside Asterisk, on its machine).
+    pub fn hostname(&self) -> String {
+        let loopback = self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            static MACHINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                gethostname::gethostname().to_string_lossy().into_owned()
+            });
+            if !MACHINE.is_empty() {
+                return MACHINE.clone();
+            }
+        }
+        self.host.clone()
+    }
+}
+
 /// A server to add.
 #[derive(Clone, Debug)]
 pub struct NewServer {

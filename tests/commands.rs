@@ -75,26 +75,29 @@ async fn log_in_pause_penalty_log_out_each_confirmed_by_asterisk() {
         )
         .await;
     assert_eq!(result(&a), (200, "unchanged"));
-    // An unknown reason is refused before anything reaches Asterisk.
-    let a = bridge
-        .call(
-            "POST",
-            &pause,
-            Some(json!({"paused": true, "reason": "Nap"})),
-        )
-        .await;
-    assert_eq!(result(&a), (400, "invalid_argument"));
-    assert_eq!(
-        field(
-            &mut driver,
-            "support",
-            "Local/agent9@agents/n",
-            "PausedReason"
-        )
-        .await
-        .as_deref(),
-        Some("Lunch")
-    );
+    // Reasons are free text, on every front end: one outside the catalogue is stored as it
+    // is; a code becomes its text.
+    for (reason, stored) in [("Nap", "Nap"), ("*01", "Lunch")] {
+        let a = bridge
+            .call(
+                "POST",
+                &pause,
+                Some(json!({"paused": true, "reason": reason})),
+            )
+            .await;
+        assert_eq!(result(&a), (200, "applied"), "{reason}");
+        assert_eq!(
+            field(
+                &mut driver,
+                "support",
+                "Local/agent9@agents/n",
+                "PausedReason"
+            )
+            .await
+            .as_deref(),
+            Some(stored)
+        );
+    }
 
     let a = bridge
         .call(

@@ -79,7 +79,7 @@ async fn sighup_reloads_and_sigterm_exits_cleanly() {
     })
     .await;
     let log = bridge.log();
-    assert!(log.contains("users[3].name"), "{log}");
+    assert!(log.contains("users[4].name"), "{log}");
     assert_eq!(sign_in(&bridge, "newbie", "new-pw").await, 200);
     assert_eq!(native(&bridge, "another-token-0123456789").await, 200);
     assert!(bridge.alive());

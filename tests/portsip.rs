@@ -606,7 +606,9 @@ async fn agent_status_and_picking_a_chosen_caller() {
     let ps = Ps { bridge: &bridge };
     let tweber = ps.sign_in("tweber", "agent-pw").await;
 
-    // BREAK = paused with reason BREAK, in Asterisk and read back; READY unpauses.
+    // BREAK = paused with reason BREAK — which the catalogue spells "Break" (reasons are one
+    // rule on every front end: a configured one becomes its configured text) — in Asterisk,
+    // and read back as BREAK; READY unpauses.
     let (s, v) = ps
         .post(
             "/call_queues/2/agents/203",
@@ -618,7 +620,7 @@ async fn agent_status_and_picking_a_chosen_caller() {
     let m = driver.member("support", AGENT3).await.expect("member");
     assert_eq!(
         (m.get("Paused"), m.get("PausedReason")),
-        (Some("1"), Some("BREAK"))
+        (Some("1"), Some("Break"))
     );
     let (_, v) = ps.get("/call_queues/2/agents/203", &tweber).await;
     assert_eq!(

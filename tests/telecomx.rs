@@ -239,20 +239,29 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         (json!("5551001"), json!("Alice"))
     );
     assert_eq!(answered["answeredByNumber"], "201");
+    // Answered and talking is not "waiting to be answered": a client counting QUEUED counts
+    // only the callers who wait.
+    assert_eq!(answered["state"], "ANSWERED");
     assert_eq!(answered["presentation"], "sales");
     assert_eq!(answered["privacy"], false);
-    let (_, waiting) = tx
-        .get(&format!("/pbx/queue/{SUPPORT}/callers?token={boss}"))
-        .await;
+    let waiting = until("Bob waits in support", async || {
+        let (_, v) = tx
+            .get(&format!("/pbx/queue/{SUPPORT}/callers?token={boss}"))
+            .await;
+        (!v.as_array()?.is_empty()).then_some(v)
+    })
+    .await;
     let truth = driver.queue_status("support").await;
     let entry = truth
         .iter()
         .find(|m| m.event_name() == Some("QueueEntry"))
         .expect("Bob waits in Asterisk");
     let bob = &waiting[0];
+    // `<channel-id>-<hostname>`: Asterisk runs on this machine (127.0.0.1), so its name.
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
     assert_eq!(
         bob["_id"],
-        format!("{}-pbx1", entry.get("Uniqueid").unwrap_or_default())
+        format!("{}-{host}", entry.get("Uniqueid").unwrap_or_default())
     );
     assert_eq!(
         (
@@ -268,6 +277,32 @@ async fn queue_callers_members_and_history_equal_asterisk() {
         Some(24),
         "ISO date with milliseconds"
     );
+
+    // A path without its queue id is the client's mistake.
+    for path in [
+        "/pbx/queue",
+        "/pbx/queue/",
+        "/pbx/queue//callers",
+        "/pbx/queue//member/x",
+    ] {
+        let (s, v) = tx.get(&format!("{path}?token={boss}")).await;
+        assert_eq!(
+            (s, v["error"].clone()),
+            (400, json!("bad_request")),
+            "{path}: {v}"
+        );
+    }
+    // A supervisor who is not an agent (no interface) cannot join; they are told why.
+    let watcher = tx.login("watcher", "boss-pw").await;
+    let (s, v) = tx
+        .call(
+            Method::POST,
+            &format!("/pbx/queue/{SALES}/member?token={watcher}"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("not an agent"), "{v}");
 
     // An agent cannot choose their own priority (penalty): that is a supervisor's decision,
     // in every front end; nothing reaches Asterisk.

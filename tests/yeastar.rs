@@ -168,10 +168,57 @@ async fn tokens_as_yeastar_issues_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_pause_themselves_not_colleagues_and_supervisors_pause_anyone() {
-    let (_ast, mut driver, bridge) = started(&dialect_users()).await;
+    // nvogel has no `extension`: the number in the interface is the ext id agent lists show,
+    // and the one that addresses them.
+    let users = format!(
+        "{}{}",
+        dialect_users(),
+        r#"
+[[users]]
+name = "nvogel"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk"
+interface = "Local/204@agents/n"
+display_name = "Nina Vogel"
+queues = ["sales"]
+"#
+    );
+    let (_ast, mut driver, bridge) = started(&users).await;
     let y = Yeastar { bridge: &bridge };
     let agent = y.token("tweber", "agent-pw").await;
     let boss = y.token("boss", "boss-pw").await;
+    let watcher = y.token("watcher", "boss-pw").await;
+
+    // Free text and codes alike: the seed's feature code becomes its text, other text is
+    // stored as it is (one rule for every front end).
+    let r = y
+        .get(&format!(
+            "agent/login?access_token={boss}&ext_id=204&queue_ids=1&operation=login&is_paused=1&reason=Training"
+        ))
+        .await;
+    assert_eq!(r, json!({"errcode": 0, "errmsg": "SUCCESS"}));
+    assert_eq!(
+        paused(&mut driver, "sales", "Local/204@agents/n").await,
+        ("1".into(), "Training".into())
+    );
+    let listed = y
+        .get(&format!("queue/agent_status?access_token={watcher}&id=1"))
+        .await;
+    let numbers: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|a| a["number"].as_str())
+        .collect();
+    assert!(numbers.contains(&"204"), "{listed}");
+    // watcher, a supervisor who is no agent, is in no agent list, and manages all the same.
+    assert!(!listed.to_string().contains("Wanda"), "{listed}");
+    let r = y
+        .get(&format!(
+            "agent/login?access_token={watcher}&ext_id=204&queue_ids=1&operation=logout"
+        ))
+        .await;
+    assert_eq!(r["errcode"], 0, "{r}");
+    assert!(driver.member("sales", "Local/204@agents/n").await.is_none());
 
     // An agent pauses themselves in all their queues with a feature code.
     let r = y
@@ -238,7 +285,7 @@ async fn agents_pause_themselves_not_colleagues_and_supervisors_pause_anyone() {
             40002,
         ),
         ("queue/agent_pause?queue_id=1&operation=unpause", 40002),
-        ("agent/pause?ext_id=201&operation=pause&reason=*09", 40002),
+        ("agent/pause?ext_id=&operation=pause&reason=*01", 40002),
         ("agent/pause?ext_id=abc&operation=unpause", 40002),
         (
             "agent/pause?ext_id=201&operation=pause&max_threshold_for_pause_time=5",

@@ -219,7 +219,7 @@ mod tests {
         let user = UserConfig {
             name: "tweber".into(),
             password_hash: crate::access::hash_password("right").unwrap(),
-            interface: "Local/340@agents/n".into(),
+            interface: Some("Local/340@agents/n".into()),
             state_interface: None,
             display_name: None,
             extension: Some("340".into()),

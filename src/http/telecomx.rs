@@ -22,7 +22,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use md5::{Digest, Md5};
 use serde::Deserialize;
@@ -112,6 +112,14 @@ pub fn router() -> Router<AppState> {
             "/pbx/queue/{id}/member/{member}",
             get(update_get).post(update_post).delete(leave),
         )
+        // A queue path without its id is the client's mistake, not an unknown endpoint.
+        .route("/pbx/queue", any(no_queue_id))
+        .route("/pbx/queue/", any(no_queue_id))
+        .route("/pbx/queue//{*rest}", any(no_queue_id))
+}
+
+async fn no_queue_id() -> Error {
+    bad_request("the path needs a queue id: /pbx/queue/{QUEUE_ID}/…")
 }
 
 /// 24 hex digits from a name (employee and extension ids).
@@ -407,9 +415,31 @@ fn member_json(
     })
 }
 
-/// Callers waiting, then callers answered and still talking (§3.5.2).
-fn callers_json(directory: &Directory, q: &Queue) -> Vec<Value> {
-    let caller_id = |uniqueid: &str| format!("{uniqueid}-{}", q.server);
+/// The Asterisk host name of each server: Telecom X's call ids are `<channel-id>-<hostname>`.
+struct Hosts(std::collections::BTreeMap<String, String>);
+
+impl Hosts {
+    fn of(app: &AppState) -> Self {
+        let servers = app.commands.servers().list();
+        Self(
+            servers
+                .into_iter()
+                .map(|s| (s.id.clone(), s.hostname()))
+                .collect(),
+        )
+    }
+
+    fn call_id(&self, server: &str, uniqueid: &str) -> String {
+        let host = self.0.get(server).map_or(server, String::as_str);
+        format!("{uniqueid}-{host}")
+    }
+}
+
+/// Callers waiting (`QUEUED`), then callers answered and still talking: `ANSWERED`, with
+/// `answered` set (§3.5.2 defines only waiting states, so a client counting `QUEUED` counts
+/// the callers waiting, as the spec means it).
+fn callers_json(directory: &Directory, hosts: &Hosts, q: &Queue) -> Vec<Value> {
+    let caller_id = |uniqueid: &str| hosts.call_id(&q.server, uniqueid);
     let mut out: Vec<Value> = q
         .callers
         .iter()
@@ -433,7 +463,7 @@ fn callers_json(directory: &Directory, q: &Queue) -> Vec<Value> {
         let number = user.map_or(extension_of(&c.interface), |u| u.number());
         out.push(json!({
             "_id": caller_id(&c.uniqueid),
-            "state": "QUEUED",
+            "state": "ANSWERED",
             "number": c.caller_id_num,
             "name": c.caller_id_name,
             "privacy": c.privacy,
@@ -499,6 +529,7 @@ async fn queue(
         None
     };
     let directory = app.commands.access().directory();
+    let hosts = Hosts::of(&app);
     let mut v = with_queue(&app, &who, &id, |q| {
         json!({
             "_id": queue_id(q),
@@ -512,7 +543,7 @@ async fn queue(
             "strategy": strategy(&q.stats.strategy),
             "musicOnHold": Value::Null,
             "serviceLevel": q.stats.service_level,
-            "callers": with_callers.then(|| callers_json(&directory, q)),
+            "callers": with_callers.then(|| callers_json(&directory, &hosts, q)),
         })
     })?;
     if let Some(map) = v.as_object_mut() {
@@ -535,8 +566,9 @@ async fn callers(
 ) -> Result<Json<Value>> {
     let who = Principal::User(caller(&app, &params, &headers)?);
     let directory = app.commands.access().directory();
+    let hosts = Hosts::of(&app);
     with_queue(&app, &who, &id, |q| {
-        Json(json!(callers_json(&directory, q)))
+        Json(json!(callers_json(&directory, &hosts, q)))
     })
 }
 
@@ -633,16 +665,19 @@ async fn join_get(
 
 /// The user of an extension id; the caller when none is given.
 fn extension_user(app: &AppState, me: &Arc<User>, extension: Option<&str>) -> Result<Arc<User>> {
-    let Some(ext) = extension else {
-        return Ok(me.clone());
+    let user = match extension {
+        None => me.clone(),
+        Some(ext) => app
+            .commands
+            .access()
+            .directory()
+            .users()
+            .find(|u| object_id("extension", &u.name) == ext)
+            .cloned()
+            .ok_or_else(|| bad_request(format!("no extension {ext:?}")))?,
     };
-    app.commands
-        .access()
-        .directory()
-        .users()
-        .find(|u| object_id("extension", &u.name) == ext)
-        .cloned()
-        .ok_or_else(|| bad_request(format!("no extension {ext:?}")))
+    user.agent_interface().map_err(bad_request)?;
+    Ok(user)
 }
 
 /// Join: log the extension in to the queue as a dynamic member.
@@ -917,16 +952,17 @@ async fn calls(
         )
     })?;
     let directory = app.commands.access().directory();
+    let hosts = Hosts::of(&app);
     let calls: Vec<Value> = rows
         .iter()
-        .map(|r| call_json(&directory, &qid, r))
+        .map(|r| call_json(&directory, &hosts, &qid, r))
         .collect();
     Ok(Json(
         json!({ "offset": offset, "limit": limit, "total": total, "calls": calls }),
     ))
 }
 
-fn call_json(directory: &Directory, queue_id: &str, r: &CallRecord) -> Value {
+fn call_json(directory: &Directory, hosts: &Hosts, queue_id: &str, r: &CallRecord) -> Value {
     let answered_by = (!r.member_interface.is_empty()).then(|| {
         let user = directory.by_interface(&r.server, &r.member_interface);
         match user {
@@ -941,7 +977,7 @@ fn call_json(directory: &Directory, queue_id: &str, r: &CallRecord) -> Value {
         }
     });
     json!({
-        "_id": format!("{}-{}", r.uniqueid, r.server),
+        "_id": hosts.call_id(&r.server, &r.uniqueid),
         "queue": queue_id,
         "pbxServer": r.server,
         "callId": r.uniqueid,
@@ -975,6 +1011,7 @@ async fn app_queues(
         with_queue(&app, &who, id, |_| ())?;
     }
     let directory = app.commands.access().directory();
+    let hosts = Hosts::of(&app);
     let out: Vec<Value> = app.hub.read(|s| {
         s.queues()
             .filter(|q| who.can_see(q))
@@ -985,7 +1022,7 @@ async fn app_queues(
                 } else {
                     json!(q.members.len())
                 };
-                let callers: Value = if all { json!(callers_json(&directory, q)) } else { json!(q.callers.len()) };
+                let callers: Value = if all { json!(callers_json(&directory, &hosts, q)) } else { json!(q.callers.len()) };
                 json!({
                     "_id": queue_id(q),
                     "name": &*q.name,

@@ -274,12 +274,13 @@ fn flag(params: &HashMap<String, String>, key: &str) -> Result<bool, Answer> {
     }
 }
 
-/// The user whose extension ID this is.
+/// The agent whose extension ID this is: the number agent lists show for them (`extension`,
+/// else the number in the interface).
 fn agent(app: &AppState, ext_id: &str) -> Result<Arc<User>, Answer> {
     let directory = app.commands.access().directory();
     let found = directory
         .users()
-        .find(|u| !u.extension.is_empty() && u.extension == ext_id.trim())
+        .find(|u| u.is_agent() && u.number() == ext_id.trim())
         .cloned();
     found.ok_or_else(|| error(40004, "RESOURCE NOT FOUND"))
 }
@@ -599,8 +600,13 @@ fn ring_strategy(strategy: &str) -> &'static str {
 }
 
 /// Yeastar's `call_status` of a member, from its device state (ami.md §2.1): 0 unknown,
-/// 1 idle, 2 in a call, 3 ringing, 4 ringing while in a call, 5 held by the other party
-/// (Asterisk's ON_HOLD is the state of the held device).
+/// 1 idle, 2 in a call, 3 ringing, 4 ringing while in a call, 5 on hold "held by the caller".
+///
+/// Asterisk's On Hold is the state of the *held* device: a hold is indicated to the channel
+/// on the far side of the bridge, whose hold state makes its device On Hold. So an agent's
+/// device is On Hold exactly when the caller put the agent on hold (5); when the agent holds
+/// the caller, the agent's channel stays up and the device In use (2) — Yeastar's "if the
+/// agent holds, the value stays 2".
 fn device_call_status(status: i64) -> i64 {
     match status {
         1 => 1,

@@ -566,6 +566,7 @@ fn agent_command(
     name: &str,
     req: &Request,
 ) -> Result<(String, Command), String> {
+    user.agent_interface()?;
     if *q.server != *user.server {
         return Err(format!("queue {} is not on {}'s PBX", q.name, user.name));
     }

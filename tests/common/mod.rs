@@ -507,7 +507,8 @@ id = 2
 "#;
 
 /// The users of the dialect tests: tweber (agent3, ext 203, may join support and sales),
-/// mmeyer (agent1, ext 201), boss (agent2, ext 202, supervisor); queue ids sales = 1,
+/// mmeyer (agent1, ext 201), boss (agent2, ext 202, supervisor), watcher (a supervisor who is
+/// not an agent: no interface, no extension, boss's password); queue ids sales = 1,
 /// support = 2; the two pause reasons.
 pub fn dialect_users() -> String {
     let agent = queuebridge::access::hash_password("agent-pw").expect("hash");
@@ -532,6 +533,11 @@ name = "boss"
 password_hash = "{boss}"
 interface = "Local/agent2@agents/n"
 extension = "202"
+roles = ["supervisor"]
+[[users]]
+name = "watcher"
+password_hash = "{boss}"
+display_name = "Wanda Watcher"
 roles = ["supervisor"]
 {PAUSE_REASONS}"#
     )

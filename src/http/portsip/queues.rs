@@ -802,13 +802,12 @@ fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
         return "OTHER_CALL";
     }
     if m.paused {
+        // Whoever paused the member, and in whatever case (a catalogue's "Lunch" is LUNCH).
         let reason = m.paused_reason.as_str();
-        return match reason {
-            "WRAP_UP" => "WRAP_UP",
-            "BREAK" => "BREAK",
-            "LUNCH" => "LUNCH",
-            _ => "NOT_READY",
-        };
+        return ["WRAP_UP", "BREAK", "LUNCH"]
+            .into_iter()
+            .find(|s| s.eq_ignore_ascii_case(reason))
+            .unwrap_or("NOT_READY");
     }
     "READY"
 }
@@ -874,10 +873,10 @@ async fn set_agents(
         }
         let Some(u) = directory
             .users()
-            .find(|u| u.server == *q.server && u.number() == item.extension_number)
+            .find(|u| u.is_agent() && u.server == *q.server && u.number() == item.extension_number)
         else {
             problems.push(format!(
-                "items[{i}].extension_number: no user with extension {:?} on server {}",
+                "items[{i}].extension_number: no agent with extension {:?} on server {}",
                 item.extension_number, q.server
             ));
             continue;
