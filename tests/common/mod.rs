@@ -564,3 +564,24 @@ pub async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The dialect users plus an admin (agent4, ext 204, password admin-pw), and the AMI account
+/// the PortSIP dialect uses for added queue servers.
+pub fn portsip_users() -> String {
+    let admin = queuebridge::access::hash_password("admin-pw").expect("hash");
+    format!(
+        r#"{}
+[[users]]
+name = "admin"
+password_hash = "{admin}"
+interface = "Local/agent4@agents/n"
+extension = "204"
+roles = ["admin"]
+[portsip]
+server_username = "bridge"
+server_secret = "{}"
+"#,
+        dialect_users(),
+        asterisk::SECRET
+    )
+}

@@ -135,7 +135,8 @@ fn conf_error(e: ConfError) -> Error {
 fn server_error(e: ServerError) -> Error {
     let (status, code) = match &e {
         ServerError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-        ServerError::Internal(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        // A request the vendor's file answers with 400 (destroy documents 204, 400, 404).
+        ServerError::Internal(_) => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
         ServerError::Duplicate(_) => (StatusCode::CONFLICT, "CONFLICT"),
         ServerError::TooMany => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
         ServerError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

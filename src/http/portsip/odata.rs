@@ -398,10 +398,15 @@ impl ListQuery {
             q.order = order;
         }
         if let Some(s) = get("skip") {
+            // An int32 in PortSIP's file, like `top`.
             q.skip = s
                 .trim()
-                .parse()
-                .map_err(|_| Invalid(format!("skip: {s:?} is not a number 0 or more")))?;
+                .parse::<i32>()
+                .ok()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    Invalid(format!("skip: {s:?} is not a number from 0 to 2147483647"))
+                })?;
         }
         if let Some(t) = get("top") {
             q.top = t
@@ -565,6 +570,7 @@ mod tests {
             ("top", "0", "top"),
             ("top", "101", "top"),
             ("skip", "-1", "skip"),
+            ("skip", "2147483648", "skip"),
             (
                 "filter",
                 format!("{}name eq 'x'{}", "(".repeat(33), ")".repeat(33)).as_str(),

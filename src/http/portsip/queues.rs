@@ -31,7 +31,7 @@ use crate::access::{extension_of, Principal, User};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
-use crate::queues_conf::{Attribute, Attributes, Definitions, QueueConf, StaticMember};
+use crate::queues_conf::{Attribute, Attributes, ConfError, Definitions, QueueConf, StaticMember};
 use crate::state::{Member, Queue};
 
 const FIELDS: &[Field] = &[
@@ -123,11 +123,22 @@ fn num(conf: Option<&QueueConf>, key: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
+/// A queue's `extension_number`, which PortSIP's schema makes 3 to 64 digits: its Asterisk
+/// name when that is such a number (every queue made through this dialect), else — a queue
+/// named in queues.conf, `sales` — its numeric id, zero-padded to three digits (`001`).
+pub(super) fn queue_number(q: &Queue) -> String {
+    if (3..=64).contains(&q.name.len()) && q.name.bytes().all(|c| c.is_ascii_digit()) {
+        q.name.to_string()
+    } else {
+        format!("{:03}", q.id)
+    }
+}
+
 fn summary(q: &Queue, conf: Option<&QueueConf>, attrs: &Attributes) -> Value {
     json!({
         "id": q.id.to_string(),
         "name": display_name(q, attrs),
-        "extension_number": q.name,
+        "extension_number": queue_number(q),
         "ring_time": num(conf, "timeout", DEFAULT_TIMEOUT),
         "polling_strategy": strategy_name(&q.stats.strategy),
     })
@@ -162,16 +173,14 @@ fn detail(q: &Queue, conf: Option<&QueueConf>, attrs: &Attributes) -> Value {
         .get(&*q.name)
         .and_then(|a| a.get(Attribute::MaxWaitingTime.key()))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .filter(|w| *w > 0)
+        // No limit (a queue of queues.conf, or 0 set by hand): the schema's largest value.
+        .unwrap_or(65_535);
+    // Fields PortSIP has and Asterisk does not (prompt files, language, forwarding rules,
+    // callback prefix) are absent: the schema types them string, number or object, never null.
     let extra = json!({
         "max_callers": q.stats.max,
-        "moh_prompt_file_name": null,
-        "moh_prompt_file_size": null,
-        "moh_prompt_file_url": null,
         "intro_type": "DISABLE",
-        "intro_prompt_file_name": null,
-        "intro_prompt_file_size": null,
-        "intro_prompt_file_url": null,
         "max_waiting_time": max_wait,
         "wait_when_no_agents_online": waits_when_empty(conf),
         "inform_position": if announce && frequency > 0 { "ON_CONNECTED" } else { "DISABLE" },
@@ -179,13 +188,9 @@ fn detail(q: &Queue, conf: Option<&QueueConf>, attrs: &Attributes) -> Value {
         "agent_auto_ready": true,
         "agent_auto_not_ready_after_non_acd_call": true,
         "sla_time": q.stats.service_level,
-        "language": null,
-        "no_answer_forward_rule": null,
-        "night_mode_forward_rule": null,
         "enable_callback": false,
         "callback_mode": "ACTIVE",
         "callback_timeout": 600,
-        "callback_outbound_prefix": null,
         "outbound_caller_ids": [],
         "enable_sticky_routing": false,
         "sticky_routing_duration": 30,
@@ -511,12 +516,10 @@ fn apply_fields(b: &QueueBody, conf: &mut QueueConf) -> Result<Extras> {
             "set caller ids in the Asterisk dialplan",
         );
     }
-    if b.enable_sticky_routing == Some(true) {
-        p.add(
-            "enable_sticky_routing",
-            "Asterisk queues have no sticky routing",
-        );
-    }
+    // `enable_sticky_routing` is taken either way: PortSIP's default is true, so a client
+    // sending a whole default object sends it. Asterisk has no sticky routing; it reads back
+    // false.
+    let _ = b.enable_sticky_routing;
     if b.sticky_routing_duration.is_some_and(|d| d != 30) {
         p.add(
             "sticky_routing_duration",
@@ -607,6 +610,15 @@ async fn create(
             "must be 3 to 64 digits",
         ));
     }
+    if app.hub.read(|s| {
+        s.queues()
+            .any(|q| *q.name != number && queue_number(q) == number)
+    }) {
+        return Err(invalid_fields(
+            &["extension_number"],
+            format!("{number} is already a queue's extension number"),
+        ));
+    }
     let server = match &b.call_queue_server_id {
         Some(s) => app
             .commands
@@ -684,7 +696,11 @@ async fn destroy(
     app.queues_conf
         .destroy(&one, &q.server, &q.name)
         .await
-        .map_err(conf_error)?;
+        .map_err(|e| match e {
+            // The vendor's file gives destroy only 204, 400 and 404.
+            ConfError::NotManaged(_) => invalid(e.to_string()),
+            e => conf_error(e),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -790,15 +806,15 @@ fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
     let Some(m) = member else {
         return "LOGGED_OUT";
     };
-    match m.status {
-        4 | 5 => return "OFFLINE",
-        8 => return "ON_HOLD",
-        _ => {}
+    // On Hold (8) is not in the schema's status enum: the held agent is still in their call,
+    // so it reads as QUEUE_CALL or OTHER_CALL below.
+    if matches!(m.status, 4 | 5) {
+        return "OFFLINE";
     }
     if q.connected_calls.iter().any(|c| c.interface == m.interface) {
         return "QUEUE_CALL";
     }
-    if m.in_call || matches!(m.status, 2 | 3 | 7) {
+    if m.in_call || matches!(m.status, 2 | 3 | 7 | 8) {
         return "OTHER_CALL";
     }
     if m.paused {
@@ -816,7 +832,7 @@ fn agent_view(q: &Queue, a: &Agent, with_status: bool) -> Value {
     let mut v = json!({
         "extension_number": a.number,
         "display_name": a.display_name,
-        "skill_level": a.member.as_ref().map_or(1, |m| m.penalty + 1),
+        "skill_level": a.member.as_ref().map_or(1, |m| (m.penalty + 1).clamp(1, 100)),
     });
     if with_status {
         v["status"] = json!(agent_status(q, a.member.as_ref()));
@@ -844,6 +860,10 @@ struct AgentItem {
     extension_number: String,
     #[serde(default)]
     skill_level: Option<i64>,
+    /// What `GET …/agents` shows; taken so its list can be posted back, and not used (an
+    /// agent's name is the configured user's, or Asterisk's).
+    #[serde(default, rename = "display_name")]
+    _display_name: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -852,7 +872,11 @@ struct AgentList {
     items: Vec<AgentItem>,
 }
 
-/// `POST /call_queues/{id}/agents`: the queue's static members become exactly these users.
+/// `POST /call_queues/{id}/agents`: the queue's static members become exactly the listed ones
+/// that are not dynamic. A listed dynamic agent (logged in or not) stays dynamic, a listed
+/// static member keeps its queues.conf line with the new skill level, anyone else listed must be
+/// a configured agent and becomes a static member. So posting back what `GET …/agents` gave
+/// changes nothing.
 async fn set_agents(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -863,47 +887,67 @@ async fn set_agents(
     let q = find(&app, &user, &id)?;
     let list = body(b)?;
     let directory = app.commands.access().directory();
-    let mut members = Vec::new();
-    let mut problems = Vec::new();
-    for (i, item) in list.items.iter().enumerate() {
-        let level = item.skill_level.unwrap_or(1);
-        if !(1..=100).contains(&level) {
-            problems.push(format!("items[{i}].skill_level: must be from 1 to 100"));
-            continue;
-        }
-        let Some(u) = directory
-            .users()
-            .find(|u| u.is_agent() && u.server == *q.server && u.number() == item.extension_number)
-        else {
-            problems.push(format!(
-                "items[{i}].extension_number: no agent with extension {:?} on server {}",
-                item.extension_number, q.server
-            ));
-            continue;
-        };
-        if members
-            .iter()
-            .any(|m: &StaticMember| m.interface == u.interface)
-        {
-            problems.push(format!("items[{i}].extension_number: listed twice"));
-            continue;
-        }
-        members.push(StaticMember {
-            interface: u.interface.clone(),
-            penalty: level - 1,
-            name: u.display_name.clone(),
-            state_interface: u.state_interface.clone(),
-        });
-    }
-    if !problems.is_empty() {
-        return Err(invalid_fields(&["items"], problems.join("; ")));
-    }
+    let current = agents_of(&app, &q);
     let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     let mut conf = app
         .queues_conf
         .managed(&q.server, &q.name)
         .await
         .map_err(conf_error)?;
+    let mut members: Vec<StaticMember> = Vec::new();
+    let mut problems = Vec::new();
+    for (i, item) in list.items.iter().enumerate() {
+        if item.skill_level.is_some_and(|l| !(1..=100).contains(&l)) {
+            problems.push(format!("items[{i}].skill_level: must be from 1 to 100"));
+            continue;
+        }
+        let listed = current.iter().find(|a| a.number == item.extension_number);
+        let member = match listed.map(|a| (a.member.as_ref(), a.user.as_ref())) {
+            // Dynamic: a member who logged in, or a configured agent who may.
+            Some((Some(m), _)) if m.membership != "static" => continue,
+            Some((None, Some(_))) => continue,
+            Some((Some(m), _)) => conf
+                .members
+                .iter()
+                .find(|s| s.interface == m.interface)
+                .cloned()
+                .unwrap_or_else(|| StaticMember {
+                    interface: m.interface.clone(),
+                    penalty: m.penalty,
+                    name: m.name.clone(),
+                    state_interface: m.state_interface.clone(),
+                }),
+            _ => {
+                let Some(u) = directory.users().find(|u| {
+                    u.is_agent() && u.server == *q.server && u.number() == item.extension_number
+                }) else {
+                    problems.push(format!(
+                        "items[{i}].extension_number: no agent with extension {:?} on server {}",
+                        item.extension_number, q.server
+                    ));
+                    continue;
+                };
+                StaticMember {
+                    interface: u.interface.clone(),
+                    penalty: 0,
+                    name: u.display_name.clone(),
+                    state_interface: u.state_interface.clone(),
+                }
+            }
+        };
+        if members.iter().any(|m| m.interface == member.interface) {
+            problems.push(format!("items[{i}].extension_number: listed twice"));
+            continue;
+        }
+        // Without a skill level a member keeps its penalty (a new one gets 0: level 1).
+        members.push(StaticMember {
+            penalty: item.skill_level.map_or(member.penalty, |l| l - 1),
+            ..member
+        });
+    }
+    if !problems.is_empty() {
+        return Err(invalid_fields(&["items"], problems.join("; ")));
+    }
     conf.members = members;
     app.queues_conf
         .replace(&one, &q.server, &q.name, &conf, &[])

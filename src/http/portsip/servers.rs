@@ -39,19 +39,20 @@ pub fn router() -> Router<AppState> {
 }
 
 fn view(s: &ServerInfo) -> Value {
-    let (ipv4, ipv6) = match s.host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(_)) => (Value::Null, json!(s.host)),
-        // An IPv4 address, or a host name: PortSIP has no field for names.
-        _ => (json!(s.host), Value::Null),
-    };
-    json!({
+    let mut v = json!({
         "id": s.id,
         "name": s.name,
         "enabled": s.enabled,
         "type": match s.origin { Origin::Internal => "INTERNAL", Origin::External => "EXTERNAL" },
-        "ipv4": ipv4,
-        "ipv6": ipv6,
-    })
+    });
+    // The one address field that applies; the other is absent (the schema has no null).
+    let field = match s.host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => "ipv6",
+        // An IPv4 address, or a host name: PortSIP has no field for names.
+        _ => "ipv4",
+    };
+    v[field] = json!(s.host);
+    v
 }
 
 /// A syntactically possible server id (else 400 "Invalid server id supplied").
