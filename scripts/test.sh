@@ -39,9 +39,10 @@ if ! "$QUEUEBRIDGE_PYTHON" -c 'import slixmpp' 2>/dev/null; then
   }
   "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'slixmpp==1.17.0'
 fi
-# schemathesis checks the PortSIP dialect against PortSIP's OpenAPI file (tests/portsip_schema.rs)
-if ! "$QUEUEBRIDGE_PYTHON" -c 'import schemathesis' 2>/dev/null; then
-  "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'schemathesis==4.32.5'
+# schemathesis checks the PortSIP dialect against PortSIP's OpenAPI file (tests/portsip_schema.rs);
+# websockets is the real client of the event-push tests (tests/clients/ws_client.py)
+if ! "$QUEUEBRIDGE_PYTHON" -c 'import schemathesis, websockets' 2>/dev/null; then
+  "$QUEUEBRIDGE_PYTHON" -m pip install --quiet 'schemathesis==4.32.5' 'websockets==17.4'
 fi
 echo "== Prosody $(dpkg-query -W -f='${Version}' prosody), slixmpp $("$QUEUEBRIDGE_PYTHON" -c 'import slixmpp; print(slixmpp.__version__)'), schemathesis $("$QUEUEBRIDGE_PYTHON" -c 'import importlib.metadata as m; print(m.version("schemathesis"))')"
 echo "== systemd-nspawn, cargo-deb and a Debian 12 root for the package test"

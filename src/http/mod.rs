@@ -21,6 +21,7 @@ pub mod serve;
 pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
+pub mod yeastar_push;
 
 use std::sync::{Arc, RwLock};
 
@@ -68,8 +69,10 @@ pub struct AppState {
     pub queues_conf: QueuesConf,
     /// The native API's bearer token; replaced on reload.
     pub token: Arc<RwLock<Arc<str>>>,
-    /// One permit per open SSE stream.
+    /// One permit per open SSE stream or event-push socket.
     pub streams: Arc<Semaphore>,
+    /// Open Yeastar event-push sockets per user.
+    pub yeastar_sockets: Arc<yeastar_push::Sockets>,
     /// Password checks of every dialect's login: bounded and throttled.
     pub logins: Arc<auth::Logins>,
     /// Cancelled at shutdown: SSE streams end cleanly.
@@ -96,6 +99,7 @@ impl AppState {
             queues_conf: QueuesConf::new(parts.servers.clone(), parts.hub.clone()),
             token: Arc::new(RwLock::new(Arc::from(config.http.token.as_str()))),
             streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
+            yeastar_sockets: Arc::default(),
             logins: Arc::new(auth::Logins::new(config.http.max_password_checks)),
             shutdown,
         }

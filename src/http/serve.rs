@@ -150,7 +150,11 @@ pub async fn serve(
             conn: conn.clone(),
             request_timeout: limits.request_timeout,
         };
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        // With upgrades: a WebSocket (Yeastar's event push) leaves the connection count once it
+        // is handed over; push sockets are bounded by their own permits.
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
         let conns = conns.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -121,6 +121,7 @@ pub fn router() -> Router<AppState> {
         .route("/queue/agent_pause", get(queue_agent_pause))
         .route("/agent/login", get(agent_login))
         .route("/agent/pause", get(agent_pause))
+        .route("/subscribe", get(super::yeastar_push::subscribe))
         .fallback(|| async { error(40004, "RESOURCE NOT FOUND") })
         .layer(middleware::from_fn(require_user_agent))
 }
@@ -147,6 +148,16 @@ fn caller(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>,
         .user(&name)
         .cloned()
         .ok_or_else(token_expired)
+}
+
+/// [`caller`] for the event push: the user, or `None` (answer `TOKEN EXPIRED`).
+pub(super) fn caller_of(app: &AppState, params: &HashMap<String, String>) -> Option<Arc<User>> {
+    caller(app, params).ok()
+}
+
+/// Yeastar's error answer, for the event push.
+pub(super) fn error_answer(errcode: i64, errmsg: &str) -> Response {
+    error(errcode, errmsg).into_response()
 }
 
 fn issue_pair(app: &AppState, user: &str) -> Answer {

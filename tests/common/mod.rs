@@ -8,6 +8,7 @@ pub mod machine;
 pub mod prometheus;
 pub mod prosody;
 pub mod proxy;
+pub mod ws;
 
 use std::io::Read;
 use std::path::PathBuf;

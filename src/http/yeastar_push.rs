@@ -1,0 +1,373 @@
+//! Yeastar's event push (rest-dialects.md §2.5): `GET /openapi/v1.0/subscribe?access_token=…`
+//! upgraded to a WebSocket.
+//!
+//! The client sends `{"topic_list":[30025,30026,30029]}` (answered `{"errcode":0,
+//! "errmsg":"SUCCESS"}`) and the text `heartbeat` (answered `heartbeat response`); it gets the
+//! events of its topics in Yeastar's envelope `{"type":…,"sn":…,"msg":{…}}`:
+//!
+//! * 30029 Agent Status Changed — a member logged in (`Available`, or `Paused` with its reason),
+//!   paused, unpaused or logged out (`Logged Out`). `queue_number` carries Yeastar's `queue-`
+//!   prefix, as the vendor's sample does.
+//! * 30026 Agent Ringing Timeout — a member was rung for a caller and did not answer
+//!   (AgentRingNoAnswer).
+//! * 30025 Agent Auto Pause — Asterisk's autopause paused the member (reason `Auto-Pause`), with
+//!   the calls it missed since it last answered or was paused.
+//!
+//! `sn`, the PBX serial number, is the `[[ami]]` id of the Asterisk server. A socket carries
+//! only the queues its user may see. It is closed after [`IDLE`] without anything from the
+//! client, once its access token expires or is deleted, when it falls behind the state's change
+//! stream (it has no snapshot to catch up with; the client reconnects and reads the lists), and
+//! when a frame cannot be written within [`WRITE_TIMEOUT`]. A user has at most
+//! [`SOCKETS_PER_USER`] sockets; all of them share the SSE streams' permits
+//! (`[http] max_event_streams`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{timeout, Instant};
+
+use super::AppState;
+use crate::access::{extension_of, Principal, User};
+use crate::state::{ChangeKind, Member, State as Model};
+use crate::tokens::Kind;
+
+/// Closed after this long without a frame from the client (Yeastar's 60 s).
+pub const IDLE: Duration = Duration::from_secs(60);
+/// Push sockets one user may hold open at once.
+pub const SOCKETS_PER_USER: usize = 4;
+/// A frame not written within this is a stalled client: the socket is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest frame a client may send (topic lists and heartbeats are a few bytes).
+pub const MAX_FRAME: usize = 4096;
+/// How often the token and the idle time are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The event ids this push sends.
+pub const TOPICS: [u64; 3] = [AUTO_PAUSE, RINGING_TIMEOUT, STATUS_CHANGED];
+const AUTO_PAUSE: u64 = 30025;
+const RINGING_TIMEOUT: u64 = 30026;
+const STATUS_CHANGED: u64 = 30029;
+
+/// Open push sockets per user name.
+#[derive(Debug, Default)]
+pub struct Sockets(Mutex<HashMap<String, usize>>);
+
+/// One open socket of a user; gives its place back when dropped.
+struct Slot(Arc<Sockets>, String);
+
+impl Sockets {
+    fn claim(self: &Arc<Self>, user: &str) -> Option<Slot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(user.to_owned()).or_default();
+        if *n >= SOCKETS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), user.to_owned()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// `GET /openapi/v1.0/subscribe?access_token=…`: the upgrade, or Yeastar's error answer.
+pub async fn subscribe(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(user) = super::yeastar::caller_of(&app, &params) else {
+        return super::yeastar::error_answer(10004, "TOKEN EXPIRED");
+    };
+    let Ok(ws) = ws else {
+        return super::yeastar::error_answer(
+            40002,
+            "PARAMETER ERROR: a WebSocket upgrade is needed",
+        );
+    };
+    let Some(slot) = app.yeastar_sockets.claim(&user.name) else {
+        return super::yeastar::error_answer(10005, "TOO MANY CONNECTIONS");
+    };
+    let Ok(permit) = app.streams.clone().try_acquire_owned() else {
+        return super::yeastar::error_answer(10005, "TOO MANY CONNECTIONS");
+    };
+    let token = params.get("access_token").cloned().unwrap_or_default();
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| async move {
+            run(app, user, token, socket).await;
+            drop((slot, permit));
+        })
+        .into_response()
+}
+
+/// What the socket last told (or, at the start, would have told) of each member.
+type Key = (Arc<str>, Arc<str>, String);
+
+/// A member's Yeastar status and reason.
+fn status(m: &Member) -> (&'static str, String) {
+    if m.paused {
+        ("Paused", m.paused_reason.clone())
+    } else {
+        ("Available", String::new())
+    }
+}
+
+async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    // Subscribe before reading the state, so nothing falls between the two.
+    let mut changes = app.hub.subscribe();
+    let who = Principal::User(user.clone());
+    let mut told: HashMap<Key, (&'static str, String)> = app.hub.read(|s| {
+        s.queues()
+            .filter(|q| who.can_see(q))
+            .flat_map(|q| {
+                q.members.values().map(|m| {
+                    (
+                        (q.server.clone(), q.name.clone(), m.interface.clone()),
+                        status(m),
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut missed: HashMap<Key, Vec<Value>> = HashMap::new();
+    let mut topics: BTreeSet<u64> = BTreeSet::new();
+    let mut heard = Instant::now();
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    let why = loop {
+        let out: Vec<String> = tokio::select! {
+            _ = app.shutdown.cancelled() => break "queuebridge is stopping",
+            _ = check.tick() => {
+                if heard.elapsed() >= IDLE {
+                    break "no traffic for 60 s";
+                }
+                if app.yeastar_tokens.user(&token, Kind::Access).is_none() {
+                    break "the access token expired";
+                }
+                continue;
+            }
+            frame = rx.next() => match frame {
+                None | Some(Err(_)) => return,
+                Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    heard = Instant::now();
+                    continue;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    heard = Instant::now();
+                    vec![answer(text.as_str(), &mut topics)]
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    heard = Instant::now();
+                    vec![error(40002, "PARAMETER ERROR")]
+                }
+            },
+            batch = changes.recv() => match batch {
+                Ok(batch) => app.hub.read(|s| {
+                    let mut out = Vec::new();
+                    for change in batch.iter() {
+                        events(s, &who, &app, change, &mut told, &mut missed, &mut |t, msg| {
+                            if topics.contains(&t) {
+                                out.push(envelope(t, &change.server, msg));
+                            }
+                        });
+                    }
+                    out
+                }),
+                Err(RecvError::Lagged(_)) => break "fell behind the event stream",
+                Err(RecvError::Closed) => break "queuebridge is stopping",
+            },
+        };
+        for text in out {
+            match timeout(WRITE_TIMEOUT, tx.send(Message::Text(text.into()))).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: why.into(),
+    }));
+    let _ = timeout(WRITE_TIMEOUT, tx.send(close)).await;
+}
+
+fn error(errcode: i64, errmsg: &str) -> String {
+    json!({ "errcode": errcode, "errmsg": errmsg }).to_string()
+}
+
+/// The answer to a client's text frame: a heartbeat or a topic list.
+fn answer(text: &str, topics: &mut BTreeSet<u64>) -> String {
+    if text.trim() == "heartbeat" {
+        return "heartbeat response".into();
+    }
+    let list = serde_json::from_str::<Value>(text).ok().and_then(|v| {
+        v.get("topic_list")?
+            .as_array()?
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<BTreeSet<u64>>>()
+    });
+    match list {
+        Some(list) => {
+            // Ids this push does not send are taken, and never sent.
+            *topics = list;
+            error(0, "SUCCESS")
+        }
+        None => error(40002, "PARAMETER ERROR"),
+    }
+}
+
+fn envelope(topic: u64, server: &str, msg: Value) -> String {
+    json!({ "type": topic, "sn": server, "msg": msg }).to_string()
+}
+
+/// The Yeastar events one change makes, given to `emit` as (event id, msg).
+fn events(
+    s: &Model,
+    who: &Principal,
+    app: &AppState,
+    change: &crate::state::Change,
+    told: &mut HashMap<Key, (&'static str, String)>,
+    missed: &mut HashMap<Key, Vec<Value>>,
+    emit: &mut impl FnMut(u64, Value),
+) {
+    let server = &change.server;
+    let (queue, interface) = match &change.kind {
+        ChangeKind::MemberUpdated { queue, member } => (queue, &member.interface),
+        ChangeKind::MemberRemoved { queue, interface } => (queue, interface),
+        ChangeKind::AgentRingNoAnswer {
+            queue, interface, ..
+        } => (queue, interface),
+        ChangeKind::CallConnected { queue, call } => (queue, &call.interface),
+        _ => return,
+    };
+    let key: Key = (server.clone(), queue.clone(), interface.clone());
+    let Some(q) = s.queue(server, queue).filter(|q| who.can_see(q)) else {
+        // Gone with its queue, or not the user's to see: nothing to tell, nothing to keep.
+        told.remove(&key);
+        missed.remove(&key);
+        return;
+    };
+    let directory = app.commands.access().directory();
+    let agent = directory.by_interface(server, interface).map_or_else(
+        || extension_of(interface).to_owned(),
+        |u| u.number().to_owned(),
+    );
+    match &change.kind {
+        ChangeKind::MemberUpdated { member, .. } => {
+            let now = status(member);
+            if told.get(&key) == Some(&now) {
+                return;
+            }
+            let was_paused = told.get(&key).is_some_and(|(s, _)| *s == "Paused");
+            told.insert(key.clone(), now.clone());
+            emit(
+                STATUS_CHANGED,
+                json!({ "queue_number": format!("queue-{queue}"), "agent_number": agent,
+                        "status": now.0, "reason": now.1 }),
+            );
+            if member.paused && !was_paused {
+                let calls = missed.remove(&key).unwrap_or_default();
+                if member.paused_reason == "Auto-Pause" {
+                    emit(
+                        AUTO_PAUSE,
+                        json!({ "queue_number": &**queue, "agent_number": agent, "calls": calls }),
+                    );
+                }
+            }
+        }
+        ChangeKind::MemberRemoved { .. } => {
+            missed.remove(&key);
+            if told.remove(&key).is_some() {
+                emit(
+                    STATUS_CHANGED,
+                    json!({ "queue_number": format!("queue-{queue}"), "agent_number": agent,
+                            "status": "Logged Out", "reason": "" }),
+                );
+            }
+        }
+        ChangeKind::AgentRingNoAnswer { uniqueid, .. } => {
+            let caller = q
+                .callers
+                .get(uniqueid)
+                .map_or_else(String::new, |c| c.caller_id_num.clone());
+            missed
+                .entry(key)
+                .or_default()
+                .push(json!({ "caller_number": caller, "call_id": uniqueid }));
+            emit(
+                RINGING_TIMEOUT,
+                json!({ "queue_number": &**queue, "agent_number": agent,
+                        "caller_number": caller, "call_id": uniqueid }),
+            );
+        }
+        ChangeKind::CallConnected { .. } => {
+            missed.remove(&key);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_and_topic_lists_are_answered_anything_else_is_an_error() {
+        let mut topics = BTreeSet::new();
+        assert_eq!(answer("heartbeat", &mut topics), "heartbeat response");
+        assert_eq!(
+            answer(r#"{"topic_list":[30029,30026]}"#, &mut topics),
+            r#"{"errcode":0,"errmsg":"SUCCESS"}"#
+        );
+        assert_eq!(topics, BTreeSet::from([30026, 30029]));
+        for bad in [
+            "",
+            "hello",
+            r#"{"topic_list":"30029"}"#,
+            r#"{"topic_list":[-1]}"#,
+            "{}",
+        ] {
+            assert_eq!(
+                answer(bad, &mut topics),
+                r#"{"errcode":40002,"errmsg":"PARAMETER ERROR"}"#,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            topics,
+            BTreeSet::from([30026, 30029]),
+            "a bad frame changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_user_holds_at_most_four_sockets() {
+        let sockets = Arc::new(Sockets::default());
+        let held: Vec<Slot> = (0..SOCKETS_PER_USER)
+            .map(|_| sockets.claim("tweber").expect("room"))
+            .collect();
+        assert!(sockets.claim("tweber").is_none());
+        assert!(sockets.claim("boss").is_some());
+        drop(held);
+        assert!(sockets.claim("tweber").is_some());
+    }
+}
