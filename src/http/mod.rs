@@ -73,6 +73,8 @@ pub struct AppState {
     pub streams: Arc<Semaphore>,
     /// Open Yeastar event-push sockets per user.
     pub yeastar_sockets: Arc<yeastar_push::Sockets>,
+    /// PortSIP's `/wsi`: queue management events and signed-in sockets per user.
+    pub portsip_events: Arc<portsip::wsi::Management>,
     /// Password checks of every dialect's login: bounded and throttled.
     pub logins: Arc<auth::Logins>,
     /// Cancelled at shutdown: SSE streams end cleanly.
@@ -100,6 +102,7 @@ impl AppState {
             token: Arc::new(RwLock::new(Arc::from(config.http.token.as_str()))),
             streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
             yeastar_sockets: Arc::default(),
+            portsip_events: Arc::default(),
             logins: Arc::new(auth::Logins::new(config.http.max_password_checks)),
             shutdown,
         }
@@ -137,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .nest("/openapi/v1.0", yeastar::router())
         .nest("/api", portsip::router())
+        .route("/wsi", get(portsip::wsi::upgrade))
         .merge(telecomx::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn(count_request))

@@ -16,6 +16,7 @@
 pub mod odata;
 mod queues;
 mod servers;
+pub mod wsi;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

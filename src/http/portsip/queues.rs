@@ -647,6 +647,8 @@ async fn create(
         .hub
         .read(|s| s.queue(&server, &number).map(|q| q.id))
         .ok_or_else(|| not_found("the queue vanished right after it was created"))?;
+    app.portsip_events
+        .publish("queue_created", &server, &number);
     Ok(Json(json!({ "id": id.to_string() })))
 }
 
@@ -682,6 +684,8 @@ async fn update(
         )
         .await
         .map_err(conf_error)?;
+    app.portsip_events
+        .publish("queue_updated", &q.server, &queue_number(&q));
     Ok(StatusCode::OK)
 }
 
@@ -701,6 +705,8 @@ async fn destroy(
             ConfError::NotManaged(_) => invalid(e.to_string()),
             e => conf_error(e),
         })?;
+    app.portsip_events
+        .publish("queue_destroy", &q.server, &queue_number(&q));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -802,7 +808,7 @@ fn agents_of(app: &AppState, q: &Queue) -> Vec<Agent> {
 }
 
 /// The status PortSIP shows for what Asterisk reports of a member.
-fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
+pub(super) fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
     let Some(m) = member else {
         return "LOGGED_OUT";
     };
