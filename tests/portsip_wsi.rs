@@ -105,6 +105,12 @@ async fn queue_events_follow_asterisk_for_those_who_may_see_them() {
     );
     assert_eq!(snap["agents"][0]["state"], "READY");
 
+    // A client that stops reading (subscribed to the same queue) holds up nobody: every event
+    // below still reaches the others.
+    let mut stalled = signed_in(&bridge, ("username", "boss"), "boss-pw");
+    stalled.send(r#"{"command":"subscribe","topics":["queue_events"],"queues":["002"],"id":"2"}"#);
+    stalled.send("!stall");
+
     // An agent may not subscribe to another queue, nor to queue management.
     let mut colleague = signed_in(&bridge, ("username", "mmeyer"), "agent-pw");
     colleague
@@ -252,4 +258,5 @@ async fn queue_events_follow_asterisk_for_those_who_may_see_them() {
         ws.next_within(Duration::from_secs(3)).is_none(),
         "no events after unsubscribing"
     );
+    drop(stalled);
 }

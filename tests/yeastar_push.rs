@@ -218,3 +218,49 @@ async fn agent_events_reach_exactly_the_sockets_that_may_see_them() {
     );
     assert!(bridge.log().lines().all(|l| !l.contains("panicked")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_socket_holds_nobody_up() {
+    let (_ast, mut driver, bridge) = started(&dialect_users()).await;
+    let boss = token(&bridge, "boss", "boss-pw").await;
+    // One client stops reading at once; websockets then stops reading the socket.
+    let mut stalled = subscribed(&bridge, &boss);
+    stalled.send("!stall");
+    let mut live = subscribed(&bridge, &boss);
+
+    // 2,000 pauses and unpauses straight through AMI while the stalled socket holds its place.
+    const ROUNDS: usize = 2000;
+    for i in 0..ROUNDS * 2 {
+        let r = driver
+            .send(
+                Message::action("QueuePause")
+                    .with("Queue", "support")
+                    .with("Interface", "Local/agent3@agents/n")
+                    .with("Paused", if i % 2 == 0 { "true" } else { "false" })
+                    .with("Reason", "Flood"),
+            )
+            .await;
+        assert_eq!(r.response.get("Response"), Some("Success"), "{r:?}");
+    }
+    // The live socket gets every one of them, in order; REST answers meanwhile.
+    let r = get(
+        &bridge,
+        &format!("queue/agent_status?access_token={boss}&id=2"),
+    )
+    .await;
+    assert_eq!(r["errcode"], 0, "{r}");
+    for i in 0..ROUNDS * 2 {
+        let v = live.event(30029);
+        let want = if i % 2 == 0 { "Paused" } else { "Available" };
+        assert_eq!(v["msg"]["status"], want, "event {i}: {v}");
+    }
+    live.send("heartbeat");
+    assert_eq!(live.next(), "recv heartbeat response");
+    let m = driver
+        .member("support", "Local/agent3@agents/n")
+        .await
+        .expect("member");
+    assert_eq!(m.get("Paused"), Some("0"));
+    bridge.assert_exact(&mut driver, "pbx1", "support").await;
+    drop(stalled);
+}

@@ -2,8 +2,10 @@
 
 Connects to argv[1]; prints `open`, then `recv <text>` for every message and
 `closed <code> <reason>` at the end, or `refused <status> <body>` when the server answers
-without upgrading. Every line read from stdin is sent as one text message. It sends no pings
-of its own, so the server's idle timeout sees only what the test sends.
+without upgrading. Every line read from stdin is sent as one text message, except `!stall`,
+after which it reads nothing more (a stalled client: once websockets' small queue is full it
+stops reading the socket). It sends no pings of its own, so the server's idle timeout sees only
+what the test sends.
 """
 
 import asyncio
@@ -26,13 +28,24 @@ async def main(url):
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
+    reading = asyncio.Event()
+    reading.set()
+
     async def pump():
         while line := await reader.readline():
-            await ws.send(line.decode().rstrip("\n"))
+            text = line.decode().rstrip("\n")
+            if text == "!stall":
+                reading.clear()
+            else:
+                await ws.send(text)
 
     task = asyncio.create_task(pump())
     try:
-        async for message in ws:
+        while True:
+            await reading.wait()
+            message = await ws.recv()
+            if not reading.is_set():
+                await asyncio.Event().wait()
             print("recv", message, flush=True)
     except websockets.exceptions.ConnectionClosed:
         pass
