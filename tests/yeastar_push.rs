@@ -127,6 +127,11 @@ async fn agent_events_reach_exactly_the_sockets_that_may_see_them() {
         )
         .await;
     assert_eq!(r.response.get("Response"), Some("Success"), "{r:?}");
+    let url = bridge.base.replacen("http://", "ws://", 1);
+    let mut calls = Ws::connect(&format!("{url}/openapi/v1.0/subscribe?access_token={boss}"));
+    assert_eq!(calls.next(), "open");
+    calls.send(r#"{"topic_list":[30011]}"#);
+    assert_eq!(calls.json()["errcode"], 0);
     driver.agent_mode("agent3", Some("noanswer")).await;
     driver
         .call_with(
@@ -175,6 +180,22 @@ async fn agent_events_reach_exactly_the_sockets_that_may_see_them() {
     assert_eq!(
         (m.get("Paused"), m.get("PausedReason")),
         (Some("1"), Some("Auto-Pause"))
+    );
+    // 30011: Rita waits (RING), then agent 203 is rung (ALERT).
+    let joined = calls.event(30011);
+    assert_eq!(joined["msg"]["call_id"], call_id, "{joined}");
+    let inbound = &joined["msg"]["members"][0]["inbound"];
+    assert_eq!(
+        (&inbound["from"], &inbound["to"], &inbound["member_status"]),
+        (&json!("5550303"), &json!("support"), &json!("RING")),
+        "{joined}"
+    );
+    let rung = calls.event(30011);
+    let extension = &rung["msg"]["members"][1]["extension"];
+    assert_eq!(
+        (&extension["number"], &extension["member_status"]),
+        (&json!("203"), &json!("ALERT")),
+        "{rung}"
     );
 
     // mmeyer belongs to sales only: nothing of support reached their socket.

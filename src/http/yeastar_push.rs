@@ -1,10 +1,12 @@
 //! Yeastar's event push (rest-dialects.md §2.5): `GET /openapi/v1.0/subscribe?access_token=…`
 //! upgraded to a WebSocket.
 //!
-//! The client sends `{"topic_list":[30025,30026,30029]}` (answered `{"errcode":0,
+//! The client sends `{"topic_list":[30011,30025,30026,30029]}` (answered `{"errcode":0,
 //! "errmsg":"SUCCESS"}`) and the text `heartbeat` (answered `heartbeat response`); it gets the
 //! events of its topics in Yeastar's envelope `{"type":…,"sn":…,"msg":{…}}`:
 //!
+//! * 30011 Call Status Changed — a queue call's caller and agent, as it waits, rings an agent,
+//!   is answered and ends ([`call_events`]).
 //! * 30029 Agent Status Changed — a member logged in (`Available`, or `Paused` with its reason),
 //!   paused, unpaused or logged out (`Logged Out`). `queue_number` carries Yeastar's `queue-`
 //!   prefix, as the vendor's sample does.
@@ -46,11 +48,14 @@ pub const SOCKETS_PER_USER: usize = 4;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest frame a client may send (topic lists and heartbeats are a few bytes).
 pub const MAX_FRAME: usize = 4096;
+/// Queue calls one socket follows at most (more than any Asterisk carries at once).
+const MAX_CALLS: usize = 100_000;
 /// How often the token and the idle time are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The event ids this push sends.
-pub const TOPICS: [u64; 3] = [AUTO_PAUSE, RINGING_TIMEOUT, STATUS_CHANGED];
+pub const TOPICS: [u64; 4] = [CALL_STATUS, AUTO_PAUSE, RINGING_TIMEOUT, STATUS_CHANGED];
+const CALL_STATUS: u64 = 30011;
 const AUTO_PAUSE: u64 = 30025;
 const RINGING_TIMEOUT: u64 = 30026;
 const STATUS_CHANGED: u64 = 30029;
@@ -148,6 +153,7 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
             .collect()
     });
     let mut missed: HashMap<Key, Vec<Value>> = HashMap::new();
+    let mut calls: HashMap<String, Call> = HashMap::new();
     let mut topics: BTreeSet<u64> = BTreeSet::new();
     let mut heard = Instant::now();
     let mut check = tokio::time::interval(CHECK_EVERY);
@@ -183,11 +189,13 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
                 Ok(batch) => app.hub.read(|s| {
                     let mut out = Vec::new();
                     for change in batch.iter() {
-                        events(s, &who, &app, change, &mut told, &mut missed, &mut |t, msg| {
+                        let mut emit = |t, msg| {
                             if topics.contains(&t) {
                                 out.push(envelope(t, &change.server, msg));
                             }
-                        });
+                        };
+                        call_events(s, &who, &app, change, &mut calls, &mut emit);
+                        events(s, &who, &app, change, &mut told, &mut missed, &mut emit);
                     }
                     out
                 }),
@@ -237,6 +245,107 @@ fn answer(text: &str, topics: &mut BTreeSet<u64>) -> String {
 
 fn envelope(topic: u64, server: &str, msg: Value) -> String {
     json!({ "type": topic, "sn": server, "msg": msg }).to_string()
+}
+
+/// What a socket knows of a queue call, to tell its end.
+struct Call {
+    queue: Arc<str>,
+    from: String,
+    channel: String,
+    agent: Option<(String, String)>,
+}
+
+/// 30011 Call Status Changed for one change of a call through a queue the user sees: `call_id`
+/// (the caller's Uniqueid) and `members` — the `inbound` caller (`from`, `to` the queue,
+/// `channel_id`, `member_status`) and, once one is rung, the `extension` (`number`,
+/// `channel_id`, `member_status`). Statuses: the caller `RING` while waiting, `ANSWERED` once
+/// connected, `BYE` when gone; the agent `ALERT` while rung, `ANSWERED`, `BYE`.
+fn call_events(
+    s: &Model,
+    who: &Principal,
+    app: &AppState,
+    change: &crate::state::Change,
+    calls: &mut HashMap<String, Call>,
+    emit: &mut impl FnMut(u64, Value),
+) {
+    let server = &change.server;
+    let (queue, uniqueid) = match &change.kind {
+        ChangeKind::CallerJoined { queue, caller } => (queue, &caller.caller.uniqueid),
+        ChangeKind::AgentCalled {
+            queue, uniqueid, ..
+        }
+        | ChangeKind::CallCompleted {
+            queue, uniqueid, ..
+        } => (queue, uniqueid),
+        ChangeKind::CallerLeft {
+            queue,
+            uniqueid,
+            abandoned: true,
+            ..
+        } => (queue, uniqueid),
+        ChangeKind::CallConnected { queue, call } => (queue, &call.uniqueid),
+        _ => return,
+    };
+    let Some(q) = s.queue(server, queue).filter(|q| who.can_see(q)) else {
+        calls.remove(uniqueid);
+        return;
+    };
+    let directory = app.commands.access().directory();
+    let number = |interface: &str| {
+        directory.by_interface(server, interface).map_or_else(
+            || extension_of(interface).to_owned(),
+            |u| u.number().to_owned(),
+        )
+    };
+    if calls.len() >= MAX_CALLS && !calls.contains_key(uniqueid) {
+        // Calls whose end this socket missed (a resync in between): start afresh.
+        calls.clear();
+    }
+    let call = calls.entry(uniqueid.clone()).or_insert_with(|| {
+        let waiting = q
+            .callers
+            .get(uniqueid)
+            .map(|c| (&c.caller_id_num, &c.channel));
+        let talking = q
+            .connected_calls
+            .get(uniqueid)
+            .map(|c| (&c.caller_id_num, &c.channel));
+        let (from, channel) = waiting
+            .or(talking)
+            .map_or_else(Default::default, |(n, c)| (n.clone(), c.clone()));
+        Call {
+            queue: queue.clone(),
+            from,
+            channel,
+            agent: None,
+        }
+    });
+    let (caller, agent) = match &change.kind {
+        ChangeKind::CallerJoined { .. } => ("RING", None),
+        ChangeKind::AgentCalled { interface, .. } => {
+            call.agent = Some((number(interface), String::new()));
+            ("RING", Some("ALERT"))
+        }
+        ChangeKind::CallConnected { call: c, .. } => {
+            call.agent = Some((number(&c.interface), c.agent_channel.clone()));
+            ("ANSWERED", Some("ANSWERED"))
+        }
+        _ => ("BYE", Some("BYE")),
+    };
+    let mut members = vec![json!({ "inbound": {
+        "from": call.from, "to": &*call.queue, "trunk_name": "", "channel_id": call.channel,
+        "member_status": caller, "call_path": "" } })];
+    if let (Some((n, channel)), Some(status)) = (&call.agent, agent) {
+        members.push(json!({ "extension": {
+            "number": n, "channel_id": channel, "member_status": status, "call_path": "" } }));
+    }
+    emit(
+        CALL_STATUS,
+        json!({ "call_id": uniqueid, "members": members }),
+    );
+    if caller == "BYE" {
+        calls.remove(uniqueid);
+    }
 }
 
 /// The Yeastar events one change makes, given to `emit` as (event id, msg).
