@@ -82,20 +82,7 @@ fn implemented_spec(base: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_implemented_operation_answers_as_portsips_openapi_file_says() {
     let (_ast, _driver, mut bridge) = started(&common::portsip_users()).await;
-    let signed_in: Value = bridge
-        .http
-        .post(format!("{}/api/auth/sign_in", bridge.base))
-        .json(&json!({"username": "admin", "password": "admin-pw"}))
-        .send()
-        .await
-        .expect("sign_in")
-        .json()
-        .await
-        .expect("json");
-    let token = signed_in["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = common::portsip_token(&bridge, "admin", "admin-pw").await;
 
     let spec = implemented_spec(&bridge.base).to_string();
     // First with generated path parameters (mostly 404s: they test the error answers), then

@@ -198,17 +198,8 @@ async fn queue_events_follow_asterisk_for_those_who_may_see_them() {
         admin.json(),
         json!({"command": "subscribe", "id": "2", "status": 0})
     );
-    let token: Value = bridge
-        .http
-        .post(format!("{}/api/auth/sign_in", bridge.base))
-        .json(&json!({"username": "admin", "password": "admin-pw"}))
-        .send()
-        .await
-        .expect("sign_in")
-        .json()
-        .await
-        .expect("json");
-    let token = token["access_token"].as_str().expect("token");
+    let token = common::portsip_token(&bridge, "admin", "admin-pw").await;
+    let token = token.as_str();
     let created: Value = bridge
         .http
         .post(format!("{}/api/call_queues", bridge.base))

@@ -17,6 +17,7 @@ pub mod auth;
 mod error;
 pub mod members;
 pub mod portsip;
+pub mod push;
 pub mod serve;
 pub mod sse;
 pub mod telecomx;
@@ -72,7 +73,7 @@ pub struct AppState {
     /// One permit per open SSE stream or event-push socket.
     pub streams: Arc<Semaphore>,
     /// Open Yeastar event-push sockets per user.
-    pub yeastar_sockets: Arc<yeastar_push::Sockets>,
+    pub yeastar_sockets: Arc<push::PerUser>,
     /// PortSIP's `/wsi`: queue management events and signed-in sockets per user.
     pub portsip_events: Arc<portsip::wsi::Management>,
     /// Password checks of every dialect's login: bounded and throttled.

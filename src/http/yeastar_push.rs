@@ -19,33 +19,29 @@
 //! only the queues its user may see. It is closed after [`IDLE`] without anything from the
 //! client, once its access token expires or is deleted, when it falls behind the state's change
 //! stream (it has no snapshot to catch up with; the client reconnects and reads the lists), and
-//! when a frame cannot be written within [`WRITE_TIMEOUT`]. A user has at most
-//! [`SOCKETS_PER_USER`] sockets; all of them share the SSE streams' permits
+//! when a frame cannot be written within [`push::WRITE_TIMEOUT`]. A user has at most
+//! [`push::SOCKETS_PER_USER`] sockets; all of them share the SSE streams' permits
 //! (`[http] max_event_streams`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
-use super::AppState;
+use super::{push, AppState};
 use crate::access::{extension_of, Principal, User};
 use crate::state::{ChangeKind, Member, State as Model};
 use crate::tokens::Kind;
 
 /// Closed after this long without a frame from the client (Yeastar's 60 s).
 pub const IDLE: Duration = Duration::from_secs(60);
-/// Push sockets one user may hold open at once.
-pub const SOCKETS_PER_USER: usize = 4;
-/// A frame not written within this is a stalled client: the socket is closed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest frame a client may send (topic lists and heartbeats are a few bytes).
 pub const MAX_FRAME: usize = 4096;
 /// Queue calls one socket follows at most (more than any Asterisk carries at once).
@@ -59,37 +55,6 @@ const CALL_STATUS: u64 = 30011;
 const AUTO_PAUSE: u64 = 30025;
 const RINGING_TIMEOUT: u64 = 30026;
 const STATUS_CHANGED: u64 = 30029;
-
-/// Open push sockets per user name.
-#[derive(Debug, Default)]
-pub struct Sockets(Mutex<HashMap<String, usize>>);
-
-/// One open socket of a user; gives its place back when dropped.
-struct Slot(Arc<Sockets>, String);
-
-impl Sockets {
-    fn claim(self: &Arc<Self>, user: &str) -> Option<Slot> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(user.to_owned()).or_default();
-        if *n >= SOCKETS_PER_USER {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(self.clone(), user.to_owned()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
 
 /// `GET /openapi/v1.0/subscribe?access_token=…`: the upgrade, or Yeastar's error answer.
 pub async fn subscribe(
@@ -203,18 +168,11 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
                 Err(RecvError::Closed) => break "queuebridge is stopping",
             },
         };
-        for text in out {
-            match timeout(WRITE_TIMEOUT, tx.send(Message::Text(text.into()))).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
+        if !push::send_all(&mut tx, out).await {
+            return;
         }
     };
-    let close = Message::Close(Some(CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: why.into(),
-    }));
-    let _ = timeout(WRITE_TIMEOUT, tx.send(close)).await;
+    push::close(&mut tx, why).await;
 }
 
 fn error(errcode: i64, errmsg: &str) -> String {
@@ -466,17 +424,5 @@ mod tests {
             BTreeSet::from([30026, 30029]),
             "a bad frame changes nothing"
         );
-    }
-
-    #[test]
-    fn a_user_holds_at_most_four_sockets() {
-        let sockets = Arc::new(Sockets::default());
-        let held: Vec<Slot> = (0..SOCKETS_PER_USER)
-            .map(|_| sockets.claim("tweber").expect("room"))
-            .collect();
-        assert!(sockets.claim("tweber").is_none());
-        assert!(sockets.claim("boss").is_some());
-        drop(held);
-        assert!(sockets.claim("tweber").is_some());
     }
 }

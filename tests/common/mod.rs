@@ -586,3 +586,18 @@ server_secret = "{}"
         asterisk::SECRET
     )
 }
+
+/// A PortSIP access token of `user`, signed in through `/api/auth/sign_in`.
+pub async fn portsip_token(bridge: &Bridge, user: &str, password: &str) -> String {
+    let v: Value = bridge
+        .http
+        .post(format!("{}/api/auth/sign_in", bridge.base))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .expect("sign_in")
+        .json()
+        .await
+        .expect("json");
+    v["access_token"].as_str().expect("access_token").to_owned()
+}

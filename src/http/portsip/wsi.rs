@@ -14,34 +14,29 @@
 //! `status`; a bad frame or an unknown command gets `status` -1 and an `error`, and the socket
 //! stays. A socket is closed when it falls behind the state's change stream (reconnect and
 //! subscribe again: the snapshot comes anew), when a frame cannot be written within
-//! [`WRITE_TIMEOUT`], without a successful `auth` within [`AUTH_WITHIN`], and at shutdown. A
-//! user has at most [`SOCKETS_PER_USER`] signed-in sockets; every socket takes one of
+//! [`push::WRITE_TIMEOUT`], without a successful `auth` within [`AUTH_WITHIN`], and at
+//! shutdown. A user has at most [`push::SOCKETS_PER_USER`] signed-in sockets; every socket takes one of
 //! `[http] max_event_streams`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::timeout;
 
 use super::queues::{agent_status, queue_number};
 use crate::access::{extension_of, Principal, User};
 use crate::ami::client::now_secs;
 use crate::http::auth::{LoginError, Source};
-use crate::http::AppState;
+use crate::http::{push, AppState};
 use crate::state::{ChangeKind, Queue, State as Model};
 
-/// Signed-in sockets one user may hold open at once.
-pub const SOCKETS_PER_USER: usize = 4;
-/// A frame not written within this is a stalled client: the socket is closed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket that has not signed in by then is closed.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(30);
 /// The longest frame a client may send.
@@ -53,14 +48,14 @@ const SLA_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Management {
     tx: broadcast::Sender<(&'static str, String, String)>,
-    sockets: Mutex<HashMap<String, usize>>,
+    sockets: Arc<push::PerUser>,
 }
 
 impl Default for Management {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(64).0,
-            sockets: Mutex::default(),
+            sockets: Arc::default(),
         }
     }
 }
@@ -70,31 +65,6 @@ impl Management {
     /// `queue_destroy`.
     pub fn publish(&self, event: &'static str, server: &str, number: &str) {
         let _ = self.tx.send((event, server.to_owned(), number.to_owned()));
-    }
-
-    fn claim(self: &Arc<Self>, user: &str) -> Option<Slot> {
-        let mut open = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(user.to_owned()).or_default();
-        if *n >= SOCKETS_PER_USER {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(self.clone(), user.to_owned()))
-    }
-}
-
-/// One signed-in socket of a user; gives its place back when dropped.
-struct Slot(Arc<Management>, String);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.0.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.1);
-            }
-        }
     }
 }
 
@@ -127,7 +97,7 @@ type MemberKey = (Arc<str>, Arc<str>, String);
 struct Wsi {
     app: AppState,
     source: std::net::IpAddr,
-    user: Option<(Arc<User>, Slot)>,
+    user: Option<(Arc<User>, push::Slot)>,
     /// Queues subscribed to, by (server, name).
     queues: BTreeSet<(Arc<str>, Arc<str>)>,
     management: bool,
@@ -196,19 +166,11 @@ impl Wsi {
                     app.hub.read(|s| self.breaches(s))
                 }
             };
-            for v in out {
-                let frame = Message::Text(v.to_string().into());
-                match timeout(WRITE_TIMEOUT, tx.send(frame)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
+            if !push::send_all(&mut tx, out.iter().map(Value::to_string)).await {
+                return;
             }
         };
-        let close = Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: why.into(),
-        }));
-        let _ = timeout(WRITE_TIMEOUT, tx.send(close)).await;
+        push::close(&mut tx, why).await;
     }
 
     fn id(&mut self, given: Option<&Value>) -> Value {
@@ -256,7 +218,7 @@ impl Wsi {
                     .check(directory, &login, field("password"), self.source)
                     .await;
                 match checked {
-                    Ok(user) => match self.app.portsip_events.claim(&user.name) {
+                    Ok(user) => match self.app.portsip_events.sockets.claim(&user.name) {
                         Some(slot) => {
                             self.user = Some((user, slot));
                             vec![self.success("auth", id)]
