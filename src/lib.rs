@@ -10,7 +10,9 @@
 //!   (login, ActionIDs, keepalive, reconnect, resync) — one per Asterisk server;
 //! * [`state`] — the queue model and the pure fold `apply(&mut State, &Input) -> Vec<Change>`;
 //! * [`hub`] — the task that owns the state, publishes changes, and lets others read snapshots;
-//! * [`http`] — the native JSON API and its Server-Sent Events stream;
+//! * [`http`] — the native JSON API and its Server-Sent Events stream, the vendor dialects
+//!   (`yeastar/` with its event push `subscribe.rs`, `telecomx.rs`, `portsip/` with its `/wsi`
+//!   push `wsi.rs`) and what both pushes share (`push.rs`);
 //! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
 //! * [`tokens`] — bearer tokens of the vendor dialects;
 //! * [`history`] — the call history in SQLite, written from the change stream;

@@ -22,7 +22,6 @@ pub mod serve;
 pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
-pub mod yeastar_push;
 
 use std::sync::{Arc, RwLock};
 

@@ -35,8 +35,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::{push, AppState};
 use crate::access::{extension_of, Principal, User};
+use crate::http::{push, AppState};
 use crate::state::{ChangeKind, Member, State as Model};
 use crate::tokens::Kind;
 
@@ -49,8 +49,7 @@ const MAX_CALLS: usize = 100_000;
 /// How often the token and the idle time are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// The event ids this push sends.
-pub const TOPICS: [u64; 4] = [CALL_STATUS, AUTO_PAUSE, RINGING_TIMEOUT, STATUS_CHANGED];
+// The event ids this push sends.
 const CALL_STATUS: u64 = 30011;
 const AUTO_PAUSE: u64 = 30025;
 const RINGING_TIMEOUT: u64 = 30026;
@@ -62,20 +61,17 @@ pub async fn subscribe(
     Query(params): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(user) = super::yeastar::caller_of(&app, &params) else {
-        return super::yeastar::error_answer(10004, "TOKEN EXPIRED");
+    let Some(user) = super::caller_of(&app, &params) else {
+        return super::error_answer(10004, "TOKEN EXPIRED");
     };
     let Ok(ws) = ws else {
-        return super::yeastar::error_answer(
-            40002,
-            "PARAMETER ERROR: a WebSocket upgrade is needed",
-        );
+        return super::error_answer(40002, "PARAMETER ERROR: a WebSocket upgrade is needed");
     };
     let Some(slot) = app.yeastar_sockets.claim(&user.name) else {
-        return super::yeastar::error_answer(10005, "TOO MANY CONNECTIONS");
+        return super::error_answer(10005, "TOO MANY CONNECTIONS");
     };
     let Ok(permit) = app.streams.clone().try_acquire_owned() else {
-        return super::yeastar::error_answer(10005, "TOO MANY CONNECTIONS");
+        return super::error_answer(10005, "TOO MANY CONNECTIONS");
     };
     let token = params.get("access_token").cloned().unwrap_or_default();
     ws.max_message_size(MAX_FRAME)

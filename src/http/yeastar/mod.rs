@@ -38,6 +38,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+mod subscribe;
+
 use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
@@ -121,7 +123,7 @@ pub fn router() -> Router<AppState> {
         .route("/queue/agent_pause", get(queue_agent_pause))
         .route("/agent/login", get(agent_login))
         .route("/agent/pause", get(agent_pause))
-        .route("/subscribe", get(super::yeastar_push::subscribe))
+        .route("/subscribe", get(subscribe::subscribe))
         .fallback(|| async { error(40004, "RESOURCE NOT FOUND") })
         .layer(middleware::from_fn(require_user_agent))
 }
