@@ -31,7 +31,9 @@ use crate::access::{extension_of, Principal, User};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
-use crate::queues_conf::{Attribute, Attributes, ConfError, Definitions, QueueConf, StaticMember};
+use crate::queues_conf::{
+    Attribute, Attributes, ConfError, Definitions, Exclusive, QueueConf, StaticMember,
+};
 use crate::state::{Member, Queue};
 
 const FIELDS: &[Field] = &[
@@ -667,12 +669,7 @@ async fn update(
             "the extension number of a queue cannot change",
         ));
     }
-    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
-    let mut conf = app
-        .queues_conf
-        .managed(&q.server, &q.name)
-        .await
-        .map_err(conf_error)?;
+    let (one, mut conf) = managed_exclusively(&app, &q).await?;
     let extras = apply_fields(&b, &mut conf)?;
     app.queues_conf
         .replace(
@@ -687,6 +684,18 @@ async fn update(
     app.portsip_events
         .publish("queue_updated", &q.server, &queue_number(&q));
     Ok(StatusCode::OK)
+}
+
+/// The queue's definition as queuebridge manages it, read while holding the right to change
+/// definitions (one change at a time).
+async fn managed_exclusively(app: &AppState, q: &Queue) -> Result<(Exclusive, QueueConf)> {
+    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
+    let conf = app
+        .queues_conf
+        .managed(&q.server, &q.name)
+        .await
+        .map_err(conf_error)?;
+    Ok((one, conf))
 }
 
 async fn destroy(
@@ -894,12 +903,7 @@ async fn set_agents(
     let list = body(b)?;
     let directory = app.commands.access().directory();
     let current = agents_of(&app, &q);
-    let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
-    let mut conf = app
-        .queues_conf
-        .managed(&q.server, &q.name)
-        .await
-        .map_err(conf_error)?;
+    let (one, mut conf) = managed_exclusively(&app, &q).await?;
     let mut members: Vec<StaticMember> = Vec::new();
     let mut problems = Vec::new();
     for (i, item) in list.items.iter().enumerate() {
