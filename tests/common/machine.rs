@@ -54,7 +54,8 @@ impl Machine {
             leader: 0,
             nspawn,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: on a loaded 2-core machine the container's systemd has taken over 30 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
         machine.leader = loop {
             let children = Command::new("pgrep")
                 .args(["-P", &machine.nspawn.id().to_string()])
