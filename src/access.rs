@@ -301,6 +301,14 @@ impl Directory {
             .find(|u| u.server == server && u.interface == interface)
     }
 
+    /// The extension number of the member at `interface` on `server`: its user's number, else
+    /// the one in the interface (`Local/204@agents/n` → 204).
+    pub fn agent_number(&self, server: &str, interface: &str) -> String {
+        self.by_interface(server, interface)
+            .map_or_else(|| extension_of(interface), |u| u.number())
+            .to_owned()
+    }
+
     /// The user if `password` is theirs. Runs argon2: call it off the async reactor (through
     /// [`crate::http::auth::Logins`], which bounds and throttles it).
     ///
@@ -570,6 +578,7 @@ mod tests {
         assert!(!u.is_agent());
         assert!(u.agent_interface().unwrap_err().contains("not an agent"));
         assert!(dir.by_interface("pbx1", "").is_none());
+        assert_eq!(dir.agent_number("pbx1", "Local/204@agents/n"), "204");
         // Two such users do not clash over the empty interface.
         let mut other = boss.clone();
         other.name = "boss2".into();

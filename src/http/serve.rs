@@ -150,8 +150,8 @@ pub async fn serve(
             conn: conn.clone(),
             request_timeout: limits.request_timeout,
         };
-        // With upgrades: a WebSocket (Yeastar's event push) leaves the connection count once it
-        // is handed over; push sockets are bounded by their own permits.
+        // With upgrades: a WebSocket (the vendors' event pushes) leaves the connection count once
+        // it is handed over; push sockets are bounded by their own permits.
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

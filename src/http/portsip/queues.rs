@@ -27,7 +27,7 @@ use super::{
     admin, body, caller, command_error, conf_error, forbidden, invalid, invalid_fields, not_found,
     paged, Result,
 };
-use crate::access::{extension_of, Principal, User};
+use crate::access::{Principal, User};
 use crate::ami::client::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
@@ -788,10 +788,7 @@ fn agents_of(app: &AppState, q: &Queue) -> Vec<Agent> {
         .map(|m| {
             let user = directory.by_interface(&q.server, &m.interface).cloned();
             Agent {
-                number: user.as_ref().map_or_else(
-                    || extension_of(&m.interface).to_owned(),
-                    |u| u.number().to_owned(),
-                ),
+                number: directory.agent_number(&q.server, &m.interface),
                 display_name: user
                     .as_ref()
                     .map_or_else(|| m.name.clone(), |u| u.display_name.clone()),

@@ -31,11 +31,11 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::queues::{agent_status, queue_number};
-use crate::access::{extension_of, Principal, User};
+use crate::access::{Directory, Principal, User};
 use crate::ami::client::now_secs;
 use crate::http::auth::{LoginError, Source};
 use crate::http::{push, AppState};
-use crate::state::{ChangeKind, Queue, State as Model};
+use crate::state::{ChangeKind, ConnectedCall, Queue, State as Model};
 
 /// A socket that has not signed in by then is closed.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(30);
@@ -366,7 +366,9 @@ impl Wsi {
             let mut agents = Vec::new();
             for m in q.members.values() {
                 let state = agent_status(q, Some(m));
-                let (session, view) = agent_view(q, &directory, &m.interface, state);
+                let call = call_of(q, &m.interface);
+                let session = call.map_or_else(String::new, |c| c.uniqueid.clone());
+                let view = agent_view(q, &directory, &m.interface, state, call);
                 self.told.insert(
                     (key.0.clone(), key.1.clone(), m.interface.clone()),
                     (state, session),
@@ -437,11 +439,12 @@ impl Wsi {
             ChangeKind::MemberRemoved { interface, .. } => {
                 let k = (key.0.clone(), key.1.clone(), interface.clone());
                 if self.told.remove(&k).is_some() {
-                    let directory = self.app.commands.access().directory();
-                    let number = directory.by_interface(&q.server, interface).map_or_else(
-                        || extension_of(interface).to_owned(),
-                        |u| u.number().to_owned(),
-                    );
+                    let number = self
+                        .app
+                        .commands
+                        .access()
+                        .directory()
+                        .agent_number(&q.server, interface);
                     let mut v = head("queue_agent_status");
                     v["updated_agents"] = json!([]);
                     v["removed_agents"] = json!([{ "agent_extension_number": number }]);
@@ -461,13 +464,15 @@ impl Wsi {
             return;
         };
         let state = agent_status(q, Some(m));
-        let directory = self.app.commands.access().directory();
-        let (session, view) = agent_view(q, &directory, interface, state);
+        let call = call_of(q, interface);
+        let session = call.map_or_else(String::new, |c| c.uniqueid.clone());
         let k = (q.server.clone(), q.name.clone(), interface.to_owned());
         if self.told.get(&k) == Some(&(state, session.clone())) {
             return;
         }
         self.told.insert(k, (state, session));
+        let directory = self.app.commands.access().directory();
+        let view = agent_view(q, &directory, interface, state, call);
         out.push(json!({
             "topic": "queue_events", "event_type": "queue_agent_status",
             "tenant_id": &*q.server, "queue_id": q.id.to_string(),
@@ -508,24 +513,25 @@ impl Wsi {
     }
 }
 
-/// An agent as `queue_status` and `queue_agent_status` show it, and its call's session id.
+/// The queue call the member at `interface` is in, if any.
+fn call_of<'a>(q: &'a Queue, interface: &str) -> Option<&'a ConnectedCall> {
+    q.connected_calls.iter().find(|c| c.interface == interface)
+}
+
+/// An agent as `queue_status` and `queue_agent_status` show it; `call` is [`call_of`].
 fn agent_view(
     q: &Queue,
-    directory: &crate::access::Directory,
+    directory: &Directory,
     interface: &str,
     state: &'static str,
-) -> (String, Value) {
-    let number = directory.by_interface(&q.server, interface).map_or_else(
-        || extension_of(interface).to_owned(),
-        |u| u.number().to_owned(),
-    );
-    let call = q.connected_calls.iter().find(|c| c.interface == interface);
-    let session = call.map_or_else(String::new, |c| c.uniqueid.clone());
-    let view = json!({
-        "state": state, "agent_extension_number": number, "session_id": session,
+    call: Option<&ConnectedCall>,
+) -> Value {
+    json!({
+        "state": state,
+        "agent_extension_number": directory.agent_number(&q.server, interface),
+        "session_id": call.map_or("", |c| c.uniqueid.as_str()),
         "caller_number": call.map_or("", |c| c.caller_id_num.as_str()),
         "caller_name": call.map_or("", |c| c.caller_id_name.as_str()),
         "timestamp": call.map_or_else(|| now_secs().to_string(), |c| c.connected_at.to_string()),
-    });
-    (session, view)
+    })
 }

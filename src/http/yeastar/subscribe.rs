@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use crate::access::{extension_of, Principal, User};
+use crate::access::{Directory, Principal, User};
 use crate::http::{push, AppState};
 use crate::state::{ChangeKind, Member, State as Model};
 use crate::tokens::Kind;
@@ -148,6 +148,7 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
             },
             batch = changes.recv() => match batch {
                 Ok(batch) => app.hub.read(|s| {
+                    let directory = app.commands.access().directory();
                     let mut out = Vec::new();
                     for change in batch.iter() {
                         let mut emit = |t, msg| {
@@ -155,8 +156,8 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
                                 out.push(envelope(t, &change.server, msg));
                             }
                         };
-                        call_events(s, &who, &app, change, &mut calls, &mut emit);
-                        events(s, &who, &app, change, &mut told, &mut missed, &mut emit);
+                        call_events(s, &who, &directory, change, &mut calls, &mut emit);
+                        events(s, &who, &directory, change, &mut told, &mut missed, &mut emit);
                     }
                     out
                 }),
@@ -217,7 +218,7 @@ struct Call {
 fn call_events(
     s: &Model,
     who: &Principal,
-    app: &AppState,
+    directory: &Directory,
     change: &crate::state::Change,
     calls: &mut HashMap<String, Call>,
     emit: &mut impl FnMut(u64, Value),
@@ -244,13 +245,7 @@ fn call_events(
         calls.remove(uniqueid);
         return;
     };
-    let directory = app.commands.access().directory();
-    let number = |interface: &str| {
-        directory.by_interface(server, interface).map_or_else(
-            || extension_of(interface).to_owned(),
-            |u| u.number().to_owned(),
-        )
-    };
+    let number = |interface: &str| directory.agent_number(server, interface);
     if calls.len() >= MAX_CALLS && !calls.contains_key(uniqueid) {
         // Calls whose end this socket missed (a resync in between): start afresh.
         calls.clear();
@@ -306,7 +301,7 @@ fn call_events(
 fn events(
     s: &Model,
     who: &Principal,
-    app: &AppState,
+    directory: &Directory,
     change: &crate::state::Change,
     told: &mut HashMap<Key, (&'static str, String)>,
     missed: &mut HashMap<Key, Vec<Value>>,
@@ -329,11 +324,7 @@ fn events(
         missed.remove(&key);
         return;
     };
-    let directory = app.commands.access().directory();
-    let agent = directory.by_interface(server, interface).map_or_else(
-        || extension_of(interface).to_owned(),
-        |u| u.number().to_owned(),
-    );
+    let agent = directory.agent_number(server, interface);
     match &change.kind {
         ChangeKind::MemberUpdated { member, .. } => {
             let now = status(member);
