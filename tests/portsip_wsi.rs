@@ -198,6 +198,18 @@ async fn queue_events_follow_asterisk_for_those_who_may_see_them() {
         admin.json(),
         json!({"command": "subscribe", "id": "2", "status": 0})
     );
+    // At most four signed-in sockets per user: a fifth auth is refused, the socket stays.
+    let more: Vec<Ws> = (0..3)
+        .map(|_| signed_in(&bridge, ("username", "admin"), "admin-pw"))
+        .collect();
+    let mut fifth = wsi(&bridge);
+    fifth.send(r#"{"command":"auth","username":"admin","password":"admin-pw","id":"1"}"#);
+    assert_eq!(
+        fifth.json(),
+        json!({"command": "auth", "error": "too many event sockets for this user",
+               "id": "1", "status": -1})
+    );
+    drop(more);
     let token = common::portsip_token(&bridge, "admin", "admin-pw").await;
     let token = token.as_str();
     let created: Value = bridge
