@@ -61,10 +61,16 @@ impl Machine {
                 .args(["-P", &machine.nspawn.id().to_string()])
                 .output()
                 .expect("pgrep");
+            // nspawn forks a helper that forks the container's init and exits: the leader is
+            // the child that runs systemd (a first boot on a cold machine once caught the
+            // helper, and every nsenter after it failed).
             let pid = String::from_utf8_lossy(&children.stdout)
                 .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok());
+                .filter_map(|p| p.parse::<u32>().ok())
+                .find(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "systemd")
+                });
             if let Some(pid) = pid {
                 break pid;
             }
@@ -78,14 +84,15 @@ impl Machine {
         // Startup is over when the manager says running (or degraded: a unit that has no
         // business in a container may fail).
         loop {
-            let state = machine.run(&["systemctl", "is-system-running"]);
-            let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
+            let out = machine.run(&["systemctl", "is-system-running"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             if state == "running" || state == "degraded" {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the container's systemd did not finish starting ({state}):\n{}",
+                "the container's systemd did not finish starting ({state}; {}):\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
                 machine.console()
             );
             std::thread::sleep(Duration::from_millis(200));
