@@ -17,6 +17,13 @@
 //! latency from the AMI write to the consumer's read. At the end: RSS growth after the warm-up
 //! (the first minute), events lost, and whether p99 stayed flat.
 //!
+//! The warm-up is the first `QB_SOAK_WARMUP` minutes (2): the call history keeps a caller who
+//! left unanswered without an abandon for 60 s before it writes the call as `unknown`, so its
+//! set of open calls fills through the first minute and a half of a steady load.
+//!
+//! The daemon's log passes through; its warnings and errors are counted for the summary (a
+//! history row dropped or a fan-out that fell behind is a loss too).
+//!
 //! `QB_SOAK_MINUTES` (30), `QB_SOAK_RATE` (1000), `QB_SOAK_SSE` (200), `QB_SOAK_XMPP` (200);
 //! the daemon is `target/release/queuebridge` (`cargo build --release` first) or `QB_SOAK_BIN`.
 
@@ -371,6 +378,7 @@ impl Drop for Daemon {
 
 fn main() -> anyhow::Result<()> {
     let minutes = count("QB_SOAK_MINUTES", 30);
+    let warmup = count("QB_SOAK_WARMUP", 2).max(1);
     let rate = count("QB_SOAK_RATE", 1000);
     let sse = count("QB_SOAK_SSE", 200) as usize;
     let xmpp = count("QB_SOAK_XMPP", 200) as usize;
@@ -415,17 +423,29 @@ fn main() -> anyhow::Result<()> {
         let ledger = ledger.clone();
         std::thread::spawn(move || xmpp_server(component, xmpp, ledger, sse));
     }
-    let daemon = Daemon(
+    let mut daemon = Daemon(
         Command::new(&bin)
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| anyhow::anyhow!("{bin}: {e} (cargo build --release first)"))?,
     );
     let pid = daemon.0.id();
+    let warnings = Arc::new(AtomicU64::new(0));
+    if let Some(log) = daemon.0.stderr.take() {
+        let warnings = warnings.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if line.contains(" WARN ") || line.contains(" ERROR ") {
+                    warnings.fetch_add(1, Ordering::Relaxed);
+                }
+                eprintln!("{line}");
+            }
+        });
+    }
     while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -448,7 +468,7 @@ fn main() -> anyhow::Result<()> {
         let settled = sent.load(Ordering::Relaxed).saturating_sub(2 * rate);
         let (p50, p99, max) = ledger.take_percentiles();
         last_rss = rss_kib(pid);
-        if minute == 1 {
+        if minute == warmup {
             warm_rss = last_rss;
         }
         p99s.push(p99);
@@ -468,16 +488,17 @@ fn main() -> anyhow::Result<()> {
     } else {
         0.0
     };
-    let later = p99s.iter().skip(1);
+    let later = p99s.iter().skip(warmup as usize);
     let (lo, hi) = (
         later.clone().min().copied().unwrap_or_default(),
         later.max().copied().unwrap_or_default(),
     );
     println!(
-        "{last} joins to {} consumers: {} missed, {} resyncs; rss after warm-up {warm_rss} KiB, at the end {last_rss} KiB ({growth:+.1} %); p99 {lo:?} to {hi:?} after the first minute",
+        "{last} joins to {} consumers: {} missed, {} resyncs; rss after the {warmup}-minute warm-up {warm_rss} KiB, at the end {last_rss} KiB ({growth:+.1} %); p99 {lo:?} to {hi:?} after the warm-up; {} warnings in the daemon's log",
         sse + xmpp,
         ledger.missed(last),
         ledger.resynced.load(Ordering::Relaxed),
+        warnings.load(Ordering::Relaxed),
     );
     drop(daemon);
     Ok(())

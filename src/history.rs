@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,10 +130,13 @@ enum Write {
 pub struct History {
     path: PathBuf,
     writes: mpsc::Sender<Write>,
+    /// Rows dropped because the writer was behind.
+    dropped: Arc<AtomicU64>,
 }
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY,
     server TEXT NOT NULL,
@@ -167,14 +171,23 @@ impl History {
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || writer(conn, rx, &config))?;
-        let history = Self { path, writes };
+        let history = Self {
+            path,
+            writes,
+            dropped: Arc::default(),
+        };
         history.send(Write::Prune);
         Ok(history)
     }
 
     fn send(&self, write: Write) {
         if self.writes.try_send(write).is_err() {
-            warn!("call history writer is behind: a row was dropped");
+            // Said for the first and every thousandth, so a writer that is behind does not
+            // flood the log as well.
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped % 1000 == 1 {
+                warn!(dropped, "call history writer is behind: rows dropped");
+            }
         }
     }
 
@@ -255,35 +268,35 @@ fn write_batch(
     for w in batch {
         match w {
             Write::Insert(r) => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR REPLACE INTO calls (server, queue, uniqueid, caller_number,
                         caller_name, dialled, entered, answered, ended, outcome,
                         member_interface, member_name, wait_seconds, talk_seconds)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                    params![
-                        r.server,
-                        r.queue,
-                        r.uniqueid,
-                        r.caller_number,
-                        r.caller_name,
-                        r.dialled,
-                        r.entered,
-                        r.answered,
-                        r.ended,
-                        r.outcome,
-                        r.member_interface,
-                        r.member_name,
-                        r.wait_seconds,
-                        r.talk_seconds
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    r.server,
+                    r.queue,
+                    r.uniqueid,
+                    r.caller_number,
+                    r.caller_name,
+                    r.dialled,
+                    r.entered,
+                    r.answered,
+                    r.ended,
+                    r.outcome,
+                    r.member_interface,
+                    r.member_name,
+                    r.wait_seconds,
+                    r.talk_seconds
+                ])?;
             }
             Write::Refine(server, uniqueid, outcome) => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE calls SET outcome = ?3
                      WHERE server = ?1 AND uniqueid = ?2 AND outcome = 'abandoned'",
-                    params![server, uniqueid, outcome],
-                )?;
+                )?
+                .execute(params![server, uniqueid, outcome])?;
             }
             Write::Prune => {
                 let oldest = now_secs() - i64::from(config.retention_days) * 86_400;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -35,9 +35,39 @@ struct Shared {
     recent: VecDeque<Arc<Change>>,
 }
 
-/// The changes one input made, in order: what the broadcast carries. A resync's tens of
-/// thousands of changes are one message, so no subscriber lags behind because of it.
-pub type Batch = Arc<[Arc<Change>]>;
+/// The changes of one batch of inputs, in order: what the broadcast carries. A resync's tens
+/// of thousands of changes are one message, so no subscriber lags behind because of it.
+pub type Batch = Arc<Changes>;
+
+/// A batch's changes, and their rendering for the subscribers that write every change the same
+/// way to every client (the native event stream): made once, by the first that needs it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    changes: Vec<Arc<Change>>,
+    rendered: OnceLock<bytes::Bytes>,
+}
+
+impl Changes {
+    pub fn new(changes: Vec<Arc<Change>>) -> Self {
+        Self {
+            changes,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The changes rendered by `render`; the first caller renders, the others share it.
+    pub fn rendered(&self, render: impl FnOnce(&[Arc<Change>]) -> bytes::Bytes) -> bytes::Bytes {
+        self.rendered.get_or_init(|| render(&self.changes)).clone()
+    }
+}
+
+impl std::ops::Deref for Changes {
+    type Target = [Arc<Change>];
+
+    fn deref(&self) -> &[Arc<Change>] {
+        &self.changes
+    }
+}
 
 /// Shared handle to the state and its change stream.
 pub struct Hub {
@@ -79,12 +109,22 @@ impl Hub {
     /// Folds one input and publishes its changes. Only the state task (or an offline replay)
     /// calls this.
     pub fn apply(&self, input: &Input) -> usize {
+        self.apply_all(std::slice::from_ref(input))
+    }
+
+    /// Folds inputs in order and publishes their changes as one batch (one wake-up for every
+    /// subscriber, however many inputs a read brought).
+    pub fn apply_all(&self, inputs: &[Input]) -> usize {
         let changes: Vec<Arc<Change>> = {
             let mut shared = self.write_guard();
-            let changes: Vec<Arc<Change>> = state::apply(&mut shared.state, input)
-                .into_iter()
-                .map(Arc::new)
-                .collect();
+            let mut changes = Vec::new();
+            for input in inputs {
+                changes.extend(
+                    state::apply(&mut shared.state, input)
+                        .into_iter()
+                        .map(Arc::new),
+                );
+            }
             for c in &changes {
                 if shared.recent.len() == RECENT_CHANGES {
                     shared.recent.pop_front();
@@ -96,7 +136,7 @@ impl Hub {
         let n = changes.len();
         if n > 0 {
             // No receivers is fine: nobody is listening.
-            let _ = self.changes.send(Batch::from(changes));
+            let _ = self.changes.send(Arc::new(Changes::new(changes)));
         }
         n
     }
@@ -111,7 +151,7 @@ impl Hub {
         f(&mut self.write_guard().state)
     }
 
-    /// Subscribes to changes from now on, a batch per input.
+    /// Subscribes to changes from now on, a batch per batch of inputs the state task took.
     pub fn subscribe(&self) -> broadcast::Receiver<Batch> {
         self.changes.subscribe()
     }
@@ -184,9 +224,8 @@ pub async fn run(
             }
             // Only logins, logoffs and QueueStatus snapshots change what systemd is told.
             let links_moved = batch.iter().any(|i| !matches!(i.what, What::Event(_)));
-            for input in batch.drain(..) {
-                hub.apply(&input);
-            }
+            hub.apply_all(&batch);
+            batch.clear();
             let dirty_ids = hub.write(|s| s.ids.take_dirty().then(|| s.ids.clone()));
             if let (Some(ids), Some(dir)) = (dirty_ids, &state_dir) {
                 if let Err(err) = ids.save(dir) {

@@ -7,22 +7,24 @@
 //! A client that reads too slowly to keep up loses its place in the broadcast and receives a
 //! fresh snapshot instead — it never slows anyone else down.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState};
 use crate::hub::{Batch, Hub, Resume};
-use crate::state::{Change, Snapshot};
+use crate::state::Change;
 
 /// Comment lines sent on an idle stream so proxies and clients see it is alive.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -31,34 +33,78 @@ struct Subscription {
     hub: Arc<Hub>,
     rx: broadcast::Receiver<Batch>,
     cursor: u64,
-    queued: VecDeque<Event>,
-    /// The batch being sent, and how far.
-    batch: Option<(Batch, usize)>,
+    /// What the stream starts with: a snapshot, or the changes since `Last-Event-ID`.
+    first: Option<Bytes>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 }
 
-fn snapshot_event(s: &Snapshot) -> Event {
-    Event::default()
-        .event("snapshot")
-        .id(s.seq.to_string())
-        .json_data(s)
-        .unwrap_or_else(|_| Event::default().comment("snapshot not serialisable"))
+/// Appends one event (`event:`, `id:`, `data:` as JSON) to `out`; a value that does not
+/// serialize becomes a comment.
+fn event(out: &mut Vec<u8>, name: &str, id: u64, data: &impl Serialize) {
+    let start = out.len();
+    let _ = write!(out, "event: {name}\nid: {id}\ndata: ");
+    if serde_json::to_writer(&mut *out, data).is_ok() {
+        out.extend_from_slice(b"\n\n");
+    } else {
+        out.truncate(start);
+        let _ = write!(out, ": {name} {id} not serialisable\n\n");
+    }
 }
 
-fn change_event(c: &Change) -> Event {
-    Event::default()
-        .event("change")
-        .id(c.seq.to_string())
-        .json_data(c)
-        .unwrap_or_else(|_| Event::default().comment("change not serialisable"))
+/// `event: change` for each of `changes`.
+fn changes<'c>(changes: impl IntoIterator<Item = &'c Arc<Change>>) -> Bytes {
+    let mut out = Vec::new();
+    for c in changes {
+        event(&mut out, "change", c.seq, &**c);
+    }
+    Bytes::from(out)
+}
+
+impl Subscription {
+    /// The next bytes for the client: a batch of changes (rendered once for every stream), a
+    /// fresh snapshot after lagging behind, or a keepalive comment; None at the end.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                r = tokio::time::timeout(KEEPALIVE, self.rx.recv()) => r,
+            };
+            match received {
+                Err(_) => return Some(Bytes::from_static(b":\n\n")),
+                Ok(Ok(batch)) => {
+                    let Some(last) = batch.last().map(|c| c.seq) else {
+                        continue;
+                    };
+                    if last <= self.cursor {
+                        continue;
+                    }
+                    let cursor = std::mem::replace(&mut self.cursor, last);
+                    // Only a batch that overlaps what the client started with is cut.
+                    return Some(if batch.first().is_some_and(|c| c.seq > cursor) {
+                        batch.rendered(|all| changes(all))
+                    } else {
+                        changes(batch.iter().filter(|c| c.seq > cursor))
+                    });
+                }
+                Ok(Err(RecvError::Lagged(_))) => {
+                    let snapshot = self.hub.read(|s| s.snapshot());
+                    self.cursor = snapshot.seq;
+                    let mut out = Vec::new();
+                    event(&mut out, "snapshot", snapshot.seq, &snapshot);
+                    return Some(Bytes::from(out));
+                }
+                Ok(Err(RecvError::Closed)) => return None,
+            }
+        }
+    }
 }
 
 /// The SSE handler.
-pub async fn events(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let last = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
@@ -77,50 +123,109 @@ pub async fn events(
         .map_err(|_| ApiError::Unavailable("too many event streams open".into()))?;
     // Subscribe before reading the state, so nothing falls between the two.
     let rx = app.hub.subscribe();
-    let (cursor, queued) = match app.hub.resume(last) {
-        Resume::Snapshot(s) => (s.seq, VecDeque::from([snapshot_event(&s)])),
-        Resume::Backlog(changes) => (
-            changes.last().map_or(last.unwrap_or(0), |c| c.seq),
-            changes.iter().map(|c| change_event(c)).collect(),
+    let (cursor, first) = match app.hub.resume(last) {
+        Resume::Snapshot(s) => {
+            let mut out = Vec::new();
+            event(&mut out, "snapshot", s.seq, &s);
+            (s.seq, Bytes::from(out))
+        }
+        Resume::Backlog(backlog) => (
+            backlog.last().map_or(last.unwrap_or(0), |c| c.seq),
+            changes(&backlog),
         ),
     };
     let sub = Subscription {
         hub: app.hub.clone(),
         rx,
         cursor,
-        queued,
-        batch: None,
+        first: Some(first).filter(|b| !b.is_empty()),
         shutdown: app.shutdown.clone(),
         _permit: permit,
     };
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        loop {
-            if let Some(event) = sub.queued.pop_front() {
-                return Some((Ok(event), sub));
-            }
-            if let Some((batch, next)) = &mut sub.batch {
-                while let Some(change) = batch.get(*next) {
-                    *next += 1;
-                    if change.seq > sub.cursor {
-                        sub.cursor = change.seq;
-                        return Some((Ok(change_event(change)), sub));
-                    }
-                }
-                sub.batch = None;
-            }
-            tokio::select! {
-                _ = sub.shutdown.cancelled() => return None,
-                received = sub.rx.recv() => match received {
-                    Ok(batch) => sub.batch = Some((batch, 0)),
-                    Err(RecvError::Lagged(_)) => {
-                        let snapshot = sub.hub.read(|s| s.snapshot());
-                        sub.cursor = snapshot.seq;
-                        return Some((Ok(snapshot_event(&snapshot)), sub));
-                    }
-                    Err(RecvError::Closed) => return None,
-                },
-            }
-        }
+        let bytes = sub.next().await?;
+        Some((Ok::<_, Infallible>(bytes), sub))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEPALIVE)))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Input, LinkChange, QueueIds, What};
+
+    fn link(change: LinkChange) -> Input {
+        Input {
+            server: Arc::from("pbx1"),
+            at_ms: 1,
+            what: What::Link(change),
+        }
+    }
+
+    fn subscription(hub: &Arc<Hub>, cursor: u64) -> Subscription {
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        Subscription {
+            hub: hub.clone(),
+            rx: hub.subscribe(),
+            cursor,
+            first: None,
+            shutdown: CancellationToken::new(),
+            _permit: permits.try_acquire_owned().expect("permit"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_rendered_once_for_every_stream_and_cut_only_where_it_overlaps() {
+        let hub = Hub::new(crate::state::State::new(["pbx1"], QueueIds::default()));
+        let mut fresh = subscription(&hub, 0);
+        let mut other = subscription(&hub, 0);
+        let mut raw = hub.subscribe();
+        let inputs = [link(LinkChange::Up), link(LinkChange::Down("cut".into()))];
+        assert_eq!(hub.apply_all(&inputs), 2, "one change per input");
+        let seqs: Vec<u64> = raw
+            .recv()
+            .await
+            .expect("batch")
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+
+        let a = fresh.next().await.expect("bytes");
+        let b = other.next().await.expect("bytes");
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one rendering, shared");
+        let text = std::str::from_utf8(&a).expect("utf-8");
+        let events: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(events.len(), 2, "{text}");
+        for (e, seq) in events.iter().zip(&seqs) {
+            let lines: Vec<&str> = e.lines().collect();
+            assert_eq!(lines[0], "event: change");
+            assert_eq!(lines[1], format!("id: {seq}"));
+            let data: serde_json::Value =
+                serde_json::from_str(lines[2].strip_prefix("data: ").expect("data")).expect("json");
+            assert_eq!(data["seq"], *seq);
+        }
+
+        // A stream that started after the first change of the next batch gets only the rest.
+        let mut late = subscription(&hub, 0);
+        hub.apply_all(&[link(LinkChange::Up), link(LinkChange::Down("cut".into()))]);
+        let next: Vec<u64> = raw
+            .recv()
+            .await
+            .expect("batch")
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+        late.cursor = next[0];
+        let cut = late.next().await.expect("bytes");
+        let text = std::str::from_utf8(&cut).expect("utf-8");
+        assert_eq!(text.matches("event: change").count(), 1, "{text}");
+        assert!(text.contains(&format!("id: {}\n", next[1])), "{text}");
+    }
 }

@@ -108,6 +108,11 @@ impl<S> Capped<S> {
             failed: None,
         }
     }
+
+    /// The socket itself, for writes that bypass the stream (see `write_batch`).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {

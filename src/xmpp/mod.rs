@@ -3,7 +3,7 @@
 //! * [`pascom`] — the command API on the wire (the seed's stanzas);
 //! * [`events`] — the queue module's view of the state, and the events that keep it right;
 //! * [`sessions`] — client sessions, subscriptions, and who gets an event;
-//! * [`outbound`] — what the link writes, each event's payload serialized once;
+//! * [`outbound`] — what the link writes, each event's headlines rendered to bytes once;
 //! * [`capped`] — the link's socket, with a cap on what one stanza may take.
 //!
 //! Three tasks: the **link** owns the component stream — it logs in, reads stanzas, writes the
@@ -58,12 +58,13 @@ use crate::state::{Queue, State};
 
 use self::capped::{Budget, Capped};
 use self::events::Published;
-use self::outbound::{Headline, Outbound, Payload};
+use self::outbound::{Backlog, Outbound, Payload, Renderer};
 use self::pascom::{failure, Identity, QueueRef, Request, Subscription};
 use self::sessions::Sessions;
 
-/// Stanzas queued for the link. The fan-out waits when it is full (and catches up from the
-/// state if it falls behind the change stream); the AMI reader never waits for it.
+/// Stanzas and chunks of headlines queued for the link (the headlines' bytes are bounded by
+/// [`outbound::BACKLOG_BYTES`]). The fan-out waits when either is full (and catches up from
+/// the state if it falls behind the change stream); the AMI reader never waits for it.
 pub const OUTBOUND_QUEUE: usize = 8192;
 /// Commands running at once; more are answered with `base.Failure` at once.
 pub const MAX_COMMANDS: usize = 256;
@@ -93,6 +94,8 @@ pub struct Front {
     commands: Commands,
     sessions: Mutex<Sessions>,
     out: mpsc::Sender<Outbound>,
+    /// The bytes of headlines queued on `out`, bounded.
+    backlog: Backlog,
     /// Whether the component link is up.
     connected: watch::Sender<bool>,
     commands_in_flight: Arc<Semaphore>,
@@ -172,6 +175,7 @@ impl Front {
             commands,
             sessions: Mutex::new(Sessions::new(config.max_sessions_per_user)),
             out,
+            backlog: Backlog::default(),
             connected: watch::Sender::new(false),
             commands_in_flight: Arc::new(Semaphore::new(MAX_COMMANDS)),
             draining: AtomicBool::new(false),
@@ -666,12 +670,14 @@ async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
 }
 
 impl Front {
-    /// Queues one headline per event for every session that gets it (each at most once).
+    /// Queues one headline per event for every session that gets it (each at most once),
+    /// rendered in chunks; waits while the link's backlog is full.
     pub async fn deliver(&self, events: &[events::Event], published: &Published) {
         if events.is_empty() || !*self.connected.borrow() {
             return;
         }
         let dir = self.access.directory();
+        let mut headlines = Renderer::new(&self.component_str, &self.backlog);
         for event in events {
             let recipients = self.sessions().recipients(event, &dir, published);
             if recipients.is_empty() {
@@ -685,15 +691,18 @@ impl Front {
                 }
             };
             for to in recipients {
-                let headline = Headline {
-                    from: self.component_str.clone(),
-                    to: to.to_string(),
-                    payload: payload.clone(),
-                };
-                if self.out.send(Outbound::Headline(headline)).await.is_err() {
-                    return;
+                if !headlines.add(to.as_str(), &payload) {
+                    warn!(%to, "address not serializable: headline skipped");
+                }
+                if let Some(chunk) = headlines.chunk(false).await {
+                    if self.out.send(Outbound::Headlines(chunk)).await.is_err() {
+                        return;
+                    }
                 }
             }
+        }
+        if let Some(chunk) = headlines.chunk(true).await {
+            let _ = self.out.send(Outbound::Headlines(chunk)).await;
         }
     }
 }
@@ -867,6 +876,10 @@ async fn serve(
 }
 
 /// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`]), then flushes.
+///
+/// Stanzas go through the XML stream's encoder; rendered headlines are complete stanzas and
+/// go to the socket as they are, after what the encoder holds (between two top-level stanzas
+/// the stream's encoder has nothing open, so the bytes fit in as one more stanza).
 async fn write_batch(
     stream: &mut Stream,
     first: Outbound,
@@ -874,14 +887,23 @@ async fn write_batch(
 ) -> std::io::Result<()> {
     let mut next = Some(first);
     let mut written = 0;
+    let mut fed = false;
     while let Some(item) = next.take() {
         if let Err(e) = item.check() {
             // Skipped alone: written, it would break the stream for every client.
             warn!(%e, "stanza not serializable: skipped");
         } else {
             match item {
-                Outbound::Stanza(s) => stream.feed(&XmppStreamElement::Stanza(*s)).await?,
-                Outbound::Headline(h) => SinkExt::<&Headline>::feed(stream, &h).await?,
+                Outbound::Stanza(s) => {
+                    stream.feed(&XmppStreamElement::Stanza(*s)).await?;
+                    fed = true;
+                }
+                Outbound::Headlines(h) => {
+                    if std::mem::take(&mut fed) {
+                        SinkExt::<&XmppStreamElement>::flush(stream).await?;
+                    }
+                    write_raw(stream, &h.bytes).await?;
+                }
             }
         }
         written += 1;
@@ -890,6 +912,22 @@ async fn write_batch(
         }
     }
     SinkExt::<&XmppStreamElement>::flush(stream).await
+}
+
+/// Writes `bytes` to the link's socket, past the XML stream (which must have nothing
+/// buffered).
+async fn write_raw(stream: &Stream, mut bytes: &[u8]) -> std::io::Result<()> {
+    let socket = stream.get_stream().get_ref().get_ref();
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,18 +1,20 @@
-//! What the link writes: ordinary stanzas, and event headlines whose payload is serialized once
-//! per event and shared by every recipient.
+//! What the link writes: ordinary stanzas, and event headlines rendered to bytes.
 //!
 //! An event goes to up to thousands of sessions. Cloning its `<cmd/>` element into one
-//! `Message` per session, and walking each through the generic serializer, cost about 30 µs per
-//! stanza (BENCHMARKS.md). A [`Headline`] holds the payload's XML items once, behind an `Arc`,
-//! and writes `<message from to type="headline">`, those items, `</message>` — the same bytes,
-//! without a copy of the payload per session.
+//! `Message` per session and walking each through the generic serializer cost about 30 µs per
+//! stanza; sharing the payload's XML items and encoding them per session still cost about 4 µs
+//! (BENCHMARKS.md). A [`Payload`] is now encoded once per event, and each recipient's headline
+//! is `<message from to type="headline">`, those bytes, `</message>`, copied into a
+//! [`Rendered`] chunk that the link writes to the socket as it is.
+//!
+//! The chunks hold a share of a byte budget ([`Backlog`]) until the link has written them, so
+//! what waits for the link is bounded in bytes, whatever the number of recipients of an event.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use tokio_xmpp::minidom::rxml::{Namespace, NcNameStr};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_xmpp::minidom::rxml::writer::Encoder;
 use tokio_xmpp::minidom::Element;
-use tokio_xmpp::parsers::ns;
 use tokio_xmpp::Stanza;
 use xso::error::Error;
 use xso::{AsXml, Item};
@@ -21,39 +23,43 @@ use xso::{AsXml, Item};
 #[derive(Debug)]
 pub enum Outbound {
     Stanza(Box<Stanza>),
-    Headline(Headline),
+    /// Headlines, complete stanzas as bytes.
+    Headlines(Rendered),
 }
 
-/// The serialized payload of one event, shared by all its headlines.
+/// The payload of one event encoded as XML, shared by all its headlines. Encoding it is also
+/// the check that it serializes: one that would not is an error here, never a failed write in
+/// the middle of the link's stream.
 #[derive(Debug)]
-pub struct Payload(Vec<Item<'static>>);
+pub struct Payload(Vec<u8>);
 
 impl Payload {
-    /// The payload's items, checked once (for all its recipients) to serialize: one that would
-    /// not is an error here, never a failed write in the middle of the link's stream.
-    pub fn new(element: &Element) -> Result<Arc<Self>, Error> {
-        let items = element
-            .as_xml_iter()?
-            .map(|i| i.map(Item::into_owned))
-            .collect::<Result<Vec<_>, _>>()?;
-        encodable(items.iter().map(|i| Ok(reborrow(i))))?;
-        Ok(Arc::new(Self(items)))
+    pub fn new(element: &Element) -> Result<Self, Error> {
+        let mut out = bytes::BytesMut::new();
+        encode(element.as_xml_iter()?, &mut out)?;
+        Ok(Self(out.to_vec()))
     }
+}
+
+/// Encodes `items` as one standalone element into `out`.
+fn encode<'x>(
+    items: impl Iterator<Item = Result<Item<'x>, Error>>,
+    out: &mut bytes::BytesMut,
+) -> Result<(), Error> {
+    let mut encoder = Encoder::new();
+    for item in items {
+        encoder
+            .encode_into_bytes(item?.as_rxml_item(), out)
+            .map_err(|_| Error::Other("the stanza does not serialize as XML"))?;
+    }
+    Ok(())
 }
 
 /// Whether these items serialize, tried on a scratch buffer. A stanza that fails half-way
 /// through the real stream would leave half an element there and break the stream for every
 /// client; tried first, it is skipped alone.
 pub fn encodable<'x>(items: impl Iterator<Item = Result<Item<'x>, Error>>) -> Result<(), Error> {
-    let mut encoder = tokio_xmpp::minidom::rxml::writer::Encoder::new();
-    let mut scratch = bytes::BytesMut::new();
-    for item in items {
-        encoder
-            .encode_into_bytes(item?.as_rxml_item(), &mut scratch)
-            .map_err(|_| Error::Other("the stanza does not serialize as XML"))?;
-        scratch.clear();
-    }
-    Ok(())
+    encode(items, &mut bytes::BytesMut::new())
 }
 
 impl Outbound {
@@ -62,132 +68,170 @@ impl Outbound {
     pub fn check(&self) -> Result<(), Error> {
         match self {
             Outbound::Stanza(s) => encodable(s.as_xml_iter()?),
-            Outbound::Headline(_) => Ok(()),
+            Outbound::Headlines(_) => Ok(()),
         }
     }
 }
 
-/// `<message from to type="headline">payload</message>`.
+/// The bytes of headlines waiting for the link, at most: the fan-out waits beyond it.
+pub const BACKLOG_BYTES: usize = 4 << 20;
+/// Headlines are queued in chunks of about this many bytes.
+pub const CHUNK_BYTES: usize = 32 << 10;
+
+/// The byte budget of the headlines queued for the link.
+#[derive(Clone, Debug)]
+pub struct Backlog(Arc<Semaphore>);
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(BACKLOG_BYTES)))
+    }
+}
+
+impl Backlog {
+    /// Waits for room for `bytes` (all of the budget for a chunk larger than it).
+    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = bytes.clamp(1, BACKLOG_BYTES) as u32;
+        self.0.clone().acquire_many_owned(n).await.ok()
+    }
+}
+
+/// Complete headline stanzas, ready for the socket, holding their share of the budget until
+/// they are written.
 #[derive(Debug)]
-pub struct Headline {
-    pub from: Arc<str>,
-    pub to: String,
-    pub payload: Arc<Payload>,
+pub struct Rendered {
+    pub bytes: Vec<u8>,
+    pub stanzas: usize,
+    _budget: OwnedSemaphorePermit,
 }
 
-/// The stanza's own items, before the payload.
-const HEAD: usize = 5;
-
-fn name(n: &'static str) -> Result<Cow<'static, NcNameStr>, Error> {
-    <&NcNameStr>::try_from(n)
-        .map(Cow::Borrowed)
-        .map_err(|_| Error::Other("invalid element or attribute name"))
+/// Headlines being rendered, in chunks of about [`CHUNK_BYTES`].
+pub struct Renderer<'a> {
+    from: &'a str,
+    backlog: &'a Backlog,
+    bytes: Vec<u8>,
+    stanzas: usize,
 }
 
-/// The same item, borrowing from `item`.
-fn reborrow<'x>(item: &'x Item<'static>) -> Item<'x> {
-    match item {
-        Item::XmlDeclaration(v) => Item::XmlDeclaration(*v),
-        Item::ElementHeadStart(ns, n) => {
-            Item::ElementHeadStart(Namespace::from(&**ns), Cow::Borrowed(&**n))
+impl<'a> Renderer<'a> {
+    pub fn new(from: &'a str, backlog: &'a Backlog) -> Self {
+        Self {
+            from,
+            backlog,
+            bytes: Vec::new(),
+            stanzas: 0,
         }
-        Item::Attribute(ns, n, v) => Item::Attribute(
-            Namespace::from(&**ns),
-            Cow::Borrowed(&**n),
-            Cow::Borrowed(&**v),
-        ),
-        Item::ElementHeadEnd => Item::ElementHeadEnd,
-        Item::Text(t) => Item::Text(Cow::Borrowed(&**t)),
-        Item::ElementFoot => Item::ElementFoot,
     }
-}
 
-pub struct HeadlineItems<'x> {
-    headline: &'x Headline,
-    next: usize,
-}
-
-impl<'x> Iterator for HeadlineItems<'x> {
-    type Item = Result<Item<'x>, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let h = self.headline;
-        let i = self.next;
-        self.next += 1;
-        let item = match i {
-            0 => name("message").map(|n| Item::ElementHeadStart(Namespace::from(ns::COMPONENT), n)),
-            1 => name("from").map(|n| Item::Attribute(Namespace::NONE, n, Cow::Borrowed(&*h.from))),
-            2 => name("to").map(|n| Item::Attribute(Namespace::NONE, n, Cow::Borrowed(&*h.to))),
-            3 => {
-                name("type").map(|n| Item::Attribute(Namespace::NONE, n, Cow::Borrowed("headline")))
-            }
-            4 => Ok(Item::ElementHeadEnd),
-            i if i - HEAD < h.payload.0.len() => Ok(reborrow(&h.payload.0[i - HEAD])),
-            i if i - HEAD == h.payload.0.len() => Ok(Item::ElementFoot),
-            _ => return None,
-        };
-        Some(item)
+    /// Adds `<message from to type="headline">payload</message>`; false when `to` holds a
+    /// character XML cannot carry (the stanza is not added).
+    pub fn add(&mut self, to: &str, payload: &Payload) -> bool {
+        if !attribute_safe(to) || !attribute_safe(self.from) {
+            return false;
+        }
+        let out = &mut self.bytes;
+        out.extend_from_slice(b"<message from=\"");
+        escape_attribute(out, self.from);
+        out.extend_from_slice(b"\" to=\"");
+        escape_attribute(out, to);
+        out.extend_from_slice(b"\" type=\"headline\">");
+        out.extend_from_slice(&payload.0);
+        out.extend_from_slice(b"</message>");
+        self.stanzas += 1;
+        true
     }
-}
 
-impl AsXml for Headline {
-    type ItemIter<'x> = HeadlineItems<'x>;
-
-    fn as_xml_iter(&self) -> Result<HeadlineItems<'_>, Error> {
-        Ok(HeadlineItems {
-            headline: self,
-            next: 0,
+    /// The chunk, once it is big enough (or whatever there is, with `all`), with its share of
+    /// the budget: waits for room. None when there is nothing to send yet.
+    pub async fn chunk(&mut self, all: bool) -> Option<Rendered> {
+        if self.stanzas == 0 || (!all && self.bytes.len() < CHUNK_BYTES) {
+            return None;
+        }
+        let budget = self.backlog.take(self.bytes.len()).await?;
+        let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(CHUNK_BYTES));
+        Some(Rendered {
+            bytes,
+            stanzas: std::mem::take(&mut self.stanzas),
+            _budget: budget,
         })
     }
+}
+
+/// Whether XML 1.0 can carry `s` in an attribute value (no control characters but tab, line
+/// feed and carriage return, which are escaped).
+fn attribute_safe(s: &str) -> bool {
+    s.chars().all(|c| {
+        !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+    })
+}
+
+/// Writes `s` as a double-quoted attribute value.
+fn escape_attribute(out: &mut Vec<u8>, s: &str) {
+    let mut rest = s.as_bytes();
+    while let Some(i) = rest
+        .iter()
+        .position(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(match rest[i] {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            b'\t' => b"&#9;",
+            b'\n' => b"&#10;",
+            _ => b"&#13;",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio_xmpp::jid::Jid;
     use tokio_xmpp::parsers::message::Message;
 
-    fn text(items: impl Iterator<Item = Result<Item<'static>, Error>>) -> String {
-        let mut writer = tokio_xmpp::minidom::rxml::writer::Encoder::new();
-        let mut out = bytes::BytesMut::new();
-        for item in items {
-            let item = item.expect("item");
-            writer
-                .encode_into_bytes(item.as_rxml_item(), &mut out)
-                .expect("encode");
-        }
-        String::from_utf8(out.to_vec()).expect("utf-8")
+    /// The elements of a component stream's content.
+    fn parse_stream(content: &[u8]) -> Vec<Element> {
+        let text = std::str::from_utf8(content).expect("utf-8");
+        let root: Element = format!("<stream xmlns=\"jabber:component:accept\">{text}</stream>")
+            .parse()
+            .expect(text);
+        root.children().cloned().collect()
     }
 
-    #[test]
-    fn a_headline_writes_what_the_message_would() {
-        let payload: Element =
-            r#"<cmd xmlns="http://www.pascom.net/mobydick" module="queue"><QueueLeaveEvent jid="q_1" name="support &amp; co"><x/></QueueLeaveEvent></cmd>"#
-                .parse()
-                .expect("payload");
-        let headline = Headline {
-            from: Arc::from("pbx.example.test"),
-            to: "tweber@example.test/desk".into(),
-            payload: Payload::new(&payload).expect("payload items"),
-        };
-        let mut message =
-            Message::headline(Some(Jid::new("tweber@example.test/desk").expect("jid")));
+    fn message(to: &str, payload: Element) -> Element {
+        let mut message = Message::headline(Some(Jid::new(to).expect("jid")));
         message.from = Some(Jid::new("pbx.example.test").expect("jid"));
         message.payloads.push(payload);
-        let ours = text(
-            headline
-                .as_xml_iter()
-                .expect("iter")
-                .map(|i| i.map(Item::into_owned)),
-        );
-        let theirs = text(
-            message
-                .as_xml_iter()
-                .expect("iter")
-                .map(|i| i.map(Item::into_owned)),
-        );
-        let parse = |s: &str| s.parse::<Element>().expect(s);
-        assert_eq!(parse(&ours), parse(&theirs), "{ours}\n{theirs}");
+        message.into()
+    }
+
+    #[tokio::test]
+    async fn headlines_are_what_the_messages_would_be() {
+        let payload: Element =
+            r#"<cmd xmlns="http://www.pascom.net/mobydick" module="queue"><QueueLeaveEvent jid="q_1" name="support &amp; co &lt;1&gt; &quot;x&quot;"><x/></QueueLeaveEvent></cmd>"#
+                .parse()
+                .expect("payload");
+        let budget = Backlog::default();
+        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        let encoded = Payload::new(&payload).expect("payload");
+        let to = [
+            "tweber@example.test/desk",
+            "tweber@example.test/a&b \"quoted\" <x>",
+        ];
+        for to in to {
+            assert!(renderer.add(to, &encoded));
+        }
+        let rendered = renderer.chunk(true).await.expect("a chunk");
+        assert_eq!(rendered.stanzas, 2);
+        let ours = parse_stream(&rendered.bytes);
+        let theirs: Vec<Element> = to.iter().map(|t| message(t, payload.clone())).collect();
+        assert_eq!(ours, theirs);
+        assert!(renderer.chunk(true).await.is_none(), "nothing left");
     }
 
     #[test]
@@ -203,6 +247,33 @@ mod tests {
         assert!(stanza.check().is_err());
         let mut good = Element::bare("x", "urn:test");
         good.append_text("Eve");
-        assert!(Payload::new(&good).is_ok());
+        let good = Payload::new(&good).expect("serializes");
+        let budget = Backlog::default();
+        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        assert!(
+            !renderer.add("a@b/Eve\u{1}", &good),
+            "a control character in the address"
+        );
+        assert_eq!(renderer.stanzas, 0);
+        assert!(renderer.add("a@b/tab\there", &good));
+    }
+
+    #[tokio::test]
+    async fn chunks_wait_for_room_in_the_budget() {
+        let payload = Payload::new(&Element::bare("x", "urn:test")).expect("payload");
+        let budget = Backlog::default();
+        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        while renderer.bytes.len() < BACKLOG_BYTES {
+            renderer.add("a@b/c", &payload);
+        }
+        let held = renderer.chunk(false).await.expect("room: the whole budget");
+        renderer.add("a@b/c", &payload);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), renderer.chunk(true)).await;
+        assert!(
+            waiting.is_err(),
+            "the budget is spent until the link writes a chunk"
+        );
+        drop(held);
+        assert!(renderer.chunk(true).await.is_some());
     }
 }
