@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,8 @@ use crate::state::{Change, ChangeKind};
 
 /// File name under `state_dir`.
 pub const FILE: &str = "history.sqlite3";
-/// Rows queued for the writer; past this the recorder drops rows (and says so).
+/// Rows queued for the writer; past this the recorder waits, and the change stream buffers for
+/// it (a recorder that falls behind the stream says how many changes it missed).
 const WRITE_QUEUE: usize = 4096;
 /// Calls tracked at once between join and outcome.
 const MAX_PENDING: usize = 100_000;
@@ -130,8 +130,6 @@ enum Write {
 pub struct History {
     path: PathBuf,
     writes: mpsc::Sender<Write>,
-    /// Rows dropped because the writer was behind.
-    dropped: Arc<AtomicU64>,
 }
 
 const SCHEMA: &str = "
@@ -171,24 +169,17 @@ impl History {
         std::thread::Builder::new()
             .name("history".into())
             .spawn(move || writer(conn, rx, &config))?;
-        let history = Self {
-            path,
-            writes,
-            dropped: Arc::default(),
-        };
-        history.send(Write::Prune);
+        let history = Self { path, writes };
+        // The queue is empty: there is room.
+        let _ = history.writes.try_send(Write::Prune);
         Ok(history)
     }
 
-    fn send(&self, write: Write) {
-        if self.writes.try_send(write).is_err() {
-            // Said for the first and every thousandth, so a writer that is behind does not
-            // flood the log as well.
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped % 1000 == 1 {
-                warn!(dropped, "call history writer is behind: rows dropped");
-            }
-        }
+    /// Queues a write; waits while the writer's queue is full (the change stream buffers
+    /// meanwhile).
+    async fn send(&self, write: Write) {
+        // Only fails once the writer thread is gone, at shutdown.
+        let _ = self.writes.send(write).await;
     }
 
     /// Calls matching `q`, and how many match without offset and limit.
@@ -541,8 +532,13 @@ pub async fn run(history: History, hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = sweep.tick() => recorder.sweep(now_secs()),
             _ = prune.tick() => vec![Write::Prune],
         };
+        // A sweep writes thousands of rows at once at a busy site: they wait for room in the
+        // writer's queue rather than being dropped.
         for w in writes {
-            history.send(w);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = history.send(w) => {}
+            }
         }
     }
 }
@@ -684,9 +680,9 @@ mod tests {
                 Write::Insert(row("z", now - 10, "abandoned")),
                 Write::Refine("pbx1".into(), "z".into(), "timeout".into()),
             ] {
-                h.send(w);
+                h.send(w).await;
             }
-            h.send(Write::Prune);
+            h.send(Write::Prune).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let h = History::open(dir.path(), &config).expect("reopen");

@@ -181,21 +181,21 @@ mod tests {
         }
     }
 
+    /// Folds a link going up and down as one batch; the sequence numbers of its two changes.
+    async fn up_and_down(hub: &Hub, raw: &mut broadcast::Receiver<Batch>) -> Vec<u64> {
+        let inputs = [link(LinkChange::Up), link(LinkChange::Down("cut".into()))];
+        assert_eq!(hub.apply_all(&inputs), 2, "one change per input");
+        let batch = raw.recv().await.expect("batch");
+        batch.iter().map(|c| c.seq).collect()
+    }
+
     #[tokio::test]
     async fn a_batch_is_rendered_once_for_every_stream_and_cut_only_where_it_overlaps() {
         let hub = Hub::new(crate::state::State::new(["pbx1"], QueueIds::default()));
         let mut fresh = subscription(&hub, 0);
         let mut other = subscription(&hub, 0);
         let mut raw = hub.subscribe();
-        let inputs = [link(LinkChange::Up), link(LinkChange::Down("cut".into()))];
-        assert_eq!(hub.apply_all(&inputs), 2, "one change per input");
-        let seqs: Vec<u64> = raw
-            .recv()
-            .await
-            .expect("batch")
-            .iter()
-            .map(|c| c.seq)
-            .collect();
+        let seqs = up_and_down(&hub, &mut raw).await;
 
         let a = fresh.next().await.expect("bytes");
         let b = other.next().await.expect("bytes");
@@ -214,14 +214,7 @@ mod tests {
 
         // A stream that started after the first change of the next batch gets only the rest.
         let mut late = subscription(&hub, 0);
-        hub.apply_all(&[link(LinkChange::Up), link(LinkChange::Down("cut".into()))]);
-        let next: Vec<u64> = raw
-            .recv()
-            .await
-            .expect("batch")
-            .iter()
-            .map(|c| c.seq)
-            .collect();
+        let next = up_and_down(&hub, &mut raw).await;
         late.cursor = next[0];
         let cut = late.next().await.expect("bytes");
         let text = std::str::from_utf8(&cut).expect("utf-8");
