@@ -107,32 +107,41 @@ pub struct Rendered {
 
 /// Headlines being rendered, in chunks of about [`CHUNK_BYTES`].
 pub struct Renderer<'a> {
-    from: &'a str,
+    /// `<message from="…" to="`, rendered once; None when the sender's address holds a
+    /// character XML cannot carry.
+    head: Option<Vec<u8>>,
     backlog: &'a Backlog,
     bytes: Vec<u8>,
     stanzas: usize,
 }
 
 impl<'a> Renderer<'a> {
-    pub fn new(from: &'a str, backlog: &'a Backlog) -> Self {
+    pub fn new(from: &str, backlog: &'a Backlog) -> Self {
+        let head = attribute_safe(from).then(|| {
+            let mut head = b"<message from=\"".to_vec();
+            escape_attribute(&mut head, from);
+            head.extend_from_slice(b"\" to=\"");
+            head
+        });
         Self {
-            from,
+            head,
             backlog,
             bytes: Vec::new(),
             stanzas: 0,
         }
     }
 
-    /// Adds `<message from to type="headline">payload</message>`; false when `to` holds a
-    /// character XML cannot carry (the stanza is not added).
+    /// Adds `<message from to type="headline">payload</message>`; false when an address holds
+    /// a character XML cannot carry (the stanza is not added).
     pub fn add(&mut self, to: &str, payload: &Payload) -> bool {
-        if !attribute_safe(to) || !attribute_safe(self.from) {
+        let Some(head) = &self.head else {
+            return false;
+        };
+        if !attribute_safe(to) {
             return false;
         }
         let out = &mut self.bytes;
-        out.extend_from_slice(b"<message from=\"");
-        escape_attribute(out, self.from);
-        out.extend_from_slice(b"\" to=\"");
+        out.extend_from_slice(head);
         escape_attribute(out, to);
         out.extend_from_slice(b"\" type=\"headline\">");
         out.extend_from_slice(&payload.0);
