@@ -222,8 +222,9 @@ fn default_request_timeout() -> f64 {
 fn default_max_body_bytes() -> usize {
     64 * 1024
 }
+/// argon2 checks running at once (about 19 MiB each).
 fn default_max_password_checks() -> usize {
-    crate::http::auth::DEFAULT_MAX_CHECKS
+    4
 }
 fn default_xmpp_ping() -> f64 {
     30.0

@@ -6,115 +6,21 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::access::Access;
-use crate::command::Commands;
 use crate::config::Config;
-use crate::deadlines::{self, Deadlines};
-use crate::history::{self, History};
+use crate::exporter;
 use crate::http::{self, AppState};
-use crate::hub::{self, Hub};
 use crate::metrics;
-use crate::servers::Servers;
-use crate::state::{QueueIds, State};
 use crate::systemd::Notifier;
-
-/// The first sequence number of this process: microseconds since the epoch, so numbers keep
-/// growing across restarts and a `Last-Event-ID` from an earlier process is never mistaken
-/// for a recent one.
-fn first_seq() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The running parts other front ends build on.
-pub struct Parts {
-    pub hub: Arc<Hub>,
-    /// The AMI connections, changeable at run time.
-    pub servers: Arc<Servers>,
-    /// Users, roles and pause reasons; replaced on reload.
-    pub access: Arc<Access>,
-    /// Agent commands for every front end.
-    pub commands: Commands,
-    /// Timed unpause and relogin, persisted.
-    pub deadlines: Arc<Deadlines>,
-    /// Calls that left a queue.
-    pub history: History,
-}
-
-/// Starts the AMI clients and the state task, which tells systemd through `notifier`; they stop
-/// when `shutdown` is cancelled.
-pub fn start(
-    config: &Config,
-    notifier: Notifier,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Parts> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating state_dir {}", config.state_dir.display()))?;
-    let mut ids = QueueIds::load(&config.state_dir)?;
-    for q in &config.queues {
-        ids.pin(&q.server, &q.name, q.id);
-    }
-    let (inputs_tx, inputs_rx) = mpsc::channel(hub::INPUT_QUEUE);
-    let servers = Servers::load(
-        config
-            .ami
-            .iter()
-            .map(|a| (a.name.clone().unwrap_or_else(|| a.id.clone()), a.client()))
-            .collect(),
-        Some(config.state_dir.clone()),
-        inputs_tx,
-        shutdown.clone(),
-    )?;
-    let enabled = servers.enabled_ids();
-    let mut state = State::new(enabled.iter().map(String::as_str), ids);
-    state.seq = first_seq();
-    let hub = Hub::new(state);
-    servers.start(hub.clone());
-    tasks.spawn_on(
-        hub::run(
-            hub.clone(),
-            inputs_rx,
-            Some(config.state_dir.clone()),
-            notifier,
-        ),
-        &crate::threads::state(),
-    );
-    let access = Access::new(
-        config
-            .directory()
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?,
-    );
-    let commands = Commands::new(hub.clone(), servers.clone(), access.clone());
-    let deadlines = Deadlines::load(Some(&config.state_dir))?;
-    tasks.spawn(deadlines::run(
-        deadlines.clone(),
-        commands.clone(),
-        hub.clone(),
-        shutdown.clone(),
-    ));
-    let history = History::open(&config.state_dir, &config.history)?;
-    tasks.spawn(history::run(history.clone(), hub.clone(), shutdown.clone()));
-    Ok(Parts {
-        hub,
-        servers,
-        access,
-        commands,
-        deadlines,
-        history,
-    })
-}
+use crate::wiring::start;
 
 /// How long a shutdown waits for commands in flight before it closes the AMI links anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -179,15 +85,16 @@ pub async fn run(
     }
     if let Some((listener, handle)) = metrics {
         info!(addr = %listener.local_addr()?, "metrics listening");
-        let exporter = metrics::Exporter::new(handle, parts.hub.clone()).with_xmpp(front.clone());
-        tasks.spawn(metrics::count_changes(parts.hub.clone(), shutdown.clone()));
+        let exporter = exporter::Exporter::new(handle, parts.hub.clone())
+            .with_sessions(front.clone().map(|f| f as Arc<dyn metrics::SessionGauges>));
+        tasks.spawn(exporter::count_changes(parts.hub.clone(), shutdown.clone()));
         let scrapes = http::serve::Limits {
             max_connections: METRICS_CONNECTIONS,
             ..limits
         };
         let served = http::serve::serve(
             listener,
-            metrics::router(exporter),
+            exporter::router(exporter),
             scrapes,
             shutdown.clone(),
         );

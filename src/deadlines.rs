@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::access::Principal;
-use crate::ami::client::now_ms;
+use crate::clock::now_ms;
 use crate::command::{Code, Command, Commands};
 use crate::hub::Hub;
 use crate::state::{Change, ChangeKind};

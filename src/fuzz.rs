@@ -185,7 +185,7 @@ impl Router {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (router, tokens) = runtime.block_on(async {
             let tasks = tokio_util::task::TaskTracker::new();
-            let parts = crate::daemon::start(
+            let parts = crate::wiring::start(
                 &config,
                 crate::systemd::Notifier::silent(),
                 &tasks,

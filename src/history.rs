@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::ami::client::now_secs;
+use crate::clock::now_secs;
 use crate::hub::Hub;
 use crate::state::{Change, ChangeKind};
 

@@ -11,13 +11,13 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{info_span, warn, Instrument};
 
 use crate::state::{self, Change, Input, Snapshot, State, What};
-use crate::systemd::Notifier;
 
 /// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
 /// link, so this only fills if the process is starved: 8,192 inputs are eight seconds of a
@@ -197,12 +197,23 @@ impl Hub {
     }
 }
 
+/// Who is told how the state task is doing (the service manager, in the daemon); called from
+/// the state task only.
+pub trait Liveness: Send {
+    /// How often the state task must prove it is alive; `None`: never.
+    fn keepalive_every(&self) -> Option<Duration>;
+    /// After a fold that moved a link (a login, a logoff, a snapshot), and at the start.
+    fn observe(&mut self, state: &State);
+    /// The keepalive tick, with the state lock held: the fold and its lock work.
+    fn alive(&mut self, state: &State);
+}
+
 /// The state task: folds inputs until every sender is gone, persisting new queue ids.
 pub async fn run(
     hub: Arc<Hub>,
     mut inputs: mpsc::Receiver<Input>,
     state_dir: Option<PathBuf>,
-    mut notifier: Notifier,
+    mut notifier: impl Liveness,
 ) {
     async move {
         let mut batch = Vec::with_capacity(256);
@@ -255,7 +266,19 @@ async fn tick(keepalive: &mut Option<Interval>) {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+
+    /// Counts keepalives.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Liveness for Counting {
+        fn keepalive_every(&self) -> Option<Duration> {
+            Some(Duration::from_millis(50))
+        }
+        fn observe(&mut self, _: &State) {}
+        fn alive(&mut self, _: &State) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
     async fn until(what: impl Fn() -> bool) {
         for _ in 0..500 {
@@ -273,18 +296,8 @@ mod tests {
     async fn keepalives_stop_while_the_state_is_wedged() {
         let hub = Hub::new(State::new(["pbx1"], Default::default()));
         let alive = Arc::new(AtomicUsize::new(0));
-        let count = alive.clone();
-        let sink = Box::new(move |states: &[sd_notify::NotifyState<'_>]| {
-            if states
-                .iter()
-                .any(|s| matches!(s, sd_notify::NotifyState::Watchdog))
-            {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        let notifier = Notifier::to(sink, Some(Duration::from_millis(100)));
         let (_inputs, rx) = mpsc::channel(1);
-        let task = tokio::spawn(run(hub.clone(), rx, None, notifier));
+        let task = tokio::spawn(run(hub.clone(), rx, None, Counting(alive.clone())));
         until(|| alive.load(Ordering::SeqCst) >= 2).await;
 
         let wedged = hub.clone();

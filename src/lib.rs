@@ -3,39 +3,41 @@
 //!
 //! # Layout
 //!
-//! * [`config`] — the one configuration file, validated at load;
-//! * [`access`] — users, roles, pause reasons and the one authorization module;
-//! * [`command`] — agent commands (log in/out, pause, penalty) with exactly one outcome each;
-//! * [`ami`] — the AMI wire codec (framing + nom), typed queue events, and the resilient client
-//!   (login, ActionIDs, keepalive, reconnect, resync) — one per Asterisk server;
-//! * [`state`] — the queue model and the pure fold `apply(&mut State, &Input) -> Vec<Change>`;
-//! * [`hub`] — the task that owns the state, publishes changes, and lets others read snapshots;
-//! * [`http`] — the native JSON API and its Server-Sent Events stream, the vendor dialects
-//!   (`yeastar/` with its event push `subscribe.rs`, `telecomx.rs`, `portsip/` with its `/wsi`
-//!   push `wsi.rs`) and what both pushes share (`push.rs`);
-//! * [`replay`] — folds a recorded AMI stream offline (the `replay` command and the benchmark);
-//! * [`tokens`] — bearer tokens of the vendor dialects;
-//! * [`history`] — the call history in SQLite, written from the change stream;
-//! * [`deadlines`] — timed unpause and relogin (Yeastar's thresholds), persisted;
-//! * [`servers`] — the AMI connections, added, disabled and removed at run time (PortSIP's
-//!   queue servers), persisted;
-//! * [`queues_conf`] — queue definitions changed through Asterisk (GetConfig, UpdateConfig,
-//!   reload) and queue attributes in AstDB;
-//! * [`persist`] — atomic writes of the small files under `state_dir`;
-//! * [`metrics`] — every exported Prometheus metric, and how each is kept;
-//! * [`xmpp`] — the pascom "mobydick" XMPP component (queue, event and xmppuser modules);
-//! * [`daemon`] — wires it all together for `main`;
-//! * [`fuzz`] — the checks the `cargo fuzz` targets run, replayed on the corpus by `cargo test`.
+//! By tier, each importing only from the tiers below it:
 //!
-//! Front ends never talk to AMI directly: they read the hub and submit actions through an
-//! [`ami::client::AmiHandle`].
+//! * **leaves** — [`clock`] (the wall clock), [`metrics`] (every metric's name and the
+//!   recording functions), [`persist`] (atomic writes under `state_dir`), [`tokens`] (bearer
+//!   tokens of the vendor dialects), [`threads`] (the core's own threads);
+//! * **wire** — [`ami`]: the codec (framing + nom), typed queue events, the [`ami::input`]
+//!   the client hands the state, and the resilient client (login, ActionIDs, keepalive,
+//!   reconnect, resync), one per Asterisk server;
+//! * **state** — [`state`]: the queue model and the pure fold
+//!   `apply(&mut State, &Input) -> Vec<Change>`; [`hub`]: the task that owns the state,
+//!   publishes changes, lets others read snapshots and reports its liveness to an observer;
+//!   [`replay`]: folds a recorded AMI stream offline;
+//! * **services** — [`access`] (users, roles, pause reasons, the one authorization module),
+//!   [`servers`] (the AMI connections, changed at run time, persisted), [`history`] (the call
+//!   history in SQLite, written from the change stream), [`config`] (the one configuration
+//!   file, validated at load), [`command`] (agent commands with exactly one outcome each),
+//!   [`queues_conf`] (queue definitions changed through Asterisk), [`deadlines`] (timed
+//!   unpause and relogin), [`wiring`] (the core's running parts, started once);
+//! * **front ends** — [`xmpp`] (the pascom "mobydick" XMPP component), [`http`] (the native
+//!   JSON API and its SSE stream, the Yeastar, Telecom X and PortSIP dialects with their event
+//!   pushes), [`exporter`] (Prometheus' `/metrics`);
+//! * **process** — [`systemd`] (the service manager's protocol), [`daemon`] (runs it all for
+//!   `main`), [`fuzz`] (the checks the `cargo fuzz` targets run, replayed by `cargo test`).
+//!
+//! The rule: front ends read the state through the hub and act through [`command`]; none
+//! imports [`ami`] or another front end.
 
 pub mod access;
 pub mod ami;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod deadlines;
+pub mod exporter;
 pub mod fuzz;
 pub mod history;
 pub mod http;
@@ -49,4 +51,5 @@ pub mod state;
 pub mod systemd;
 pub mod threads;
 pub mod tokens;
+pub mod wiring;
 pub mod xmpp;

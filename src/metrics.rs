@@ -1,4 +1,6 @@
-//! Every metric queuebridge exports: names, help texts, labels and how each is kept.
+//! Every metric queuebridge exports: names, help texts, labels, and the recording functions
+//! the layers that count call. A leaf: the scrape side, which reads the state, is
+//! [`crate::exporter`].
 //!
 //! Names follow Prometheus' conventions: a `queuebridge_` prefix, base units in the name
 //! (`_seconds`), `_total` for counters, `_ratio` for 0–1 values. Labels are bounded: `server`
@@ -8,26 +10,17 @@
 //!
 //! Two kinds of upkeep:
 //!
-//! * **gauges are read from the state at scrape time** ([`Exporter::render`]): what is exported
+//! * **gauges are read from the state at scrape time** ([`crate::exporter::Exporter::render`]): what is exported
 //!   is what the state holds at that moment, exactly, and a queue that is gone is gone from the
 //!   exposition too (gauges not refreshed by a scrape expire);
-//! * **counters and histograms count changes** as they happen ([`count_changes`] reads the hub's
+//! * **counters and histograms count changes** as they happen ([`crate::exporter::count_changes`] reads the hub's
 //!   change stream; the AMI client, the XMPP front end and the HTTP layer count their own).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
-
-use crate::hub::Hub;
-use crate::state::{ChangeKind, Member, State};
 
 pub const QUEUE_CALLERS_WAITING: &str = "queuebridge_queue_callers_waiting";
 pub const QUEUE_LONGEST_WAIT: &str = "queuebridge_queue_longest_wait_seconds";
@@ -60,20 +53,6 @@ const CALL_BUCKETS: [f64; 12] = [
 ];
 /// AMI action buckets, seconds.
 const ACTION_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-/// The state a member is counted in: paused first, then busy, ringing, unreachable, free.
-pub fn member_state(m: &Member) -> &'static str {
-    match m.status {
-        _ if m.paused => "paused",
-        // Ringing while in use counts as in a call.
-        2 | 3 | 7 | 8 => "in_call",
-        _ if m.in_call => "in_call",
-        6 => "ringing",
-        // Invalid, Unavailable.
-        4 | 5 => "unavailable",
-        _ => "available",
-    }
-}
 
 fn describe() {
     describe_gauge!(QUEUE_CALLERS_WAITING, "Callers waiting in the queue now.");
@@ -141,15 +120,13 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status code.");
 }
 
-/// The scrape side: the recorder's handle plus what the gauges are read from.
-#[derive(Clone)]
-pub struct Exporter {
-    handle: PrometheusHandle,
-    hub: Arc<Hub>,
-    xmpp: Option<Arc<crate::xmpp::Front>>,
-}
-
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// What a front end with sessions reports at scrape time (the XMPP component implements it).
+pub trait SessionGauges: Send + Sync {
+    /// Whether its link is up, its sessions, and their subscriptions.
+    fn session_gauges(&self) -> (bool, usize, usize);
+}
 
 /// Installs the process-wide recorder, once; a second daemon in the same process shares it.
 /// Call it before the AMI links start, so that their first actions are recorded too.
@@ -179,156 +156,9 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-impl Exporter {
-    /// Renders `handle`'s metrics with the gauges read from `hub`.
-    pub fn new(handle: PrometheusHandle, hub: Arc<Hub>) -> Self {
-        Exporter {
-            handle,
-            hub,
-            xmpp: None,
-        }
-    }
-
-    /// Reads the XMPP gauges from this front end.
-    pub fn with_xmpp(mut self, front: Option<Arc<crate::xmpp::Front>>) -> Self {
-        self.xmpp = front;
-        self
-    }
-
-    /// The exposition, with every gauge read from the state now.
-    pub fn render(&self) -> String {
-        let now = crate::ami::client::now_secs();
-        self.hub.read(|s| set_gauges(s, now));
-        if let Some(front) = &self.xmpp {
-            let (up, sessions, subscriptions) = front.gauges();
-            gauge!(XMPP_LINK_UP).set(f64::from(u8::from(up)));
-            gauge!(XMPP_SESSIONS).set(sessions as f64);
-            gauge!(XMPP_SUBSCRIPTIONS).set(subscriptions as f64);
-        }
-        self.handle.render()
-    }
-}
-
-fn set_gauges(state: &State, now: i64) {
-    let resync = RESYNC.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for server in state.servers.values() {
-        gauge!(AMI_LINK_UP, "server" => server.id.to_string())
-            .set(f64::from(u8::from(server.link.connected)));
-        if let Some(took) = resync.get(&*server.id) {
-            gauge!(AMI_RESYNC_DURATION, "server" => server.id.to_string()).set(*took);
-        }
-    }
-    for q in state.queues() {
-        let labels = [
-            ("server", q.server.to_string()),
-            ("queue", q.name.to_string()),
-        ];
-        gauge!(QUEUE_CALLERS_WAITING, &labels).set(q.callers.len() as f64);
-        let longest = q
-            .callers
-            .iter()
-            .map(|c| now.saturating_sub(c.entered).max(0))
-            .max()
-            .unwrap_or(0);
-        gauge!(QUEUE_LONGEST_WAIT, &labels).set(longest as f64);
-        gauge!(QUEUE_MEMBERS_LOGGED_IN, &labels).set(q.members.len() as f64);
-        for state in MEMBER_STATES {
-            let n = q
-                .members
-                .values()
-                .filter(|m| member_state(m) == state)
-                .count();
-            let labels = [
-                ("server", q.server.to_string()),
-                ("queue", q.name.to_string()),
-                ("state", state.to_owned()),
-            ];
-            gauge!(QUEUE_MEMBERS, &labels).set(n as f64);
-        }
-        gauge!(QUEUE_SERVICE_LEVEL, &labels).set(q.stats.service_level_perf / 100.0);
-    }
-}
-
-/// Counts callers joined, answered and abandoned, wait and talk times, and AMI reconnects,
-/// from the hub's change stream. A lag (more than the broadcast's capacity behind) loses
-/// counts and is logged; it never slows the state.
-pub async fn count_changes(hub: Arc<Hub>, shutdown: CancellationToken) {
-    let mut changes = hub.subscribe();
-    let mut logged_in: std::collections::BTreeSet<Arc<str>> = Default::default();
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = changes.recv() => match c {
-                Ok(batch) => batch,
-                Err(RecvError::Lagged(n)) => {
-                    warn!(missed = n, "metrics fell behind the change stream; counts are low");
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
-            },
-        };
-        for change in batch.iter() {
-            count(change, &mut logged_in);
-        }
-    }
-}
-
-/// Counts one change.
-fn count(change: &crate::state::Change, logged_in: &mut std::collections::BTreeSet<Arc<str>>) {
-    let server = change.server.to_string();
-    match &change.kind {
-        ChangeKind::Link(link) if link.connected && !link.synced => {
-            // A login after the first is a reconnect.
-            let again = !logged_in.insert(change.server.clone());
-            counter!(AMI_RECONNECTS, "server" => server).increment(u64::from(again));
-        }
-        ChangeKind::CallerJoined { queue, .. } => {
-            counter!(QUEUE_CALLERS_JOINED, "server" => server, "queue" => queue.to_string())
-                .increment(1);
-        }
-        ChangeKind::CallConnected { queue, call } => {
-            let labels = [("server", server), ("queue", queue.to_string())];
-            counter!(QUEUE_CALLERS_ANSWERED, &labels).increment(1);
-            histogram!(QUEUE_WAIT, &labels).record(call.hold_time as f64);
-        }
-        ChangeKind::CallCompleted {
-            queue,
-            talk_time,
-            reason,
-            ..
-        } if reason != "dump" => {
-            histogram!(QUEUE_TALK, "server" => server, "queue" => queue.to_string())
-                .record(*talk_time as f64);
-        }
-        ChangeKind::CallerLeft {
-            queue,
-            abandoned: true,
-            ..
-        } => {
-            counter!(QUEUE_CALLERS_ABANDONED, "server" => server, "queue" => queue.to_string())
-                .increment(1);
-        }
-        _ => {}
-    }
-}
-
 /// Records one AMI action's round trip.
 pub fn action_duration(server: &str, took: Duration) {
     histogram!(AMI_ACTION_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
-}
-
-/// The `event` label of an AMI event name.
-fn event_label(name: &str) -> String {
-    let known = crate::ami::event::is_queue_event(name)
-        || matches!(
-            name,
-            "FullyBooted" | "Shutdown" | "Hangup" | "Reload" | "Load" | "Unload"
-        );
-    if known {
-        name.to_owned()
-    } else {
-        "other".to_owned()
-    }
 }
 
 /// Counts AMI events by name for one link; names outside the known set are counted as
@@ -336,14 +166,17 @@ fn event_label(name: &str) -> String {
 /// set is built and looked up per event. At most one handle per known name, one for `other`.
 pub struct EventCounters {
     server: String,
+    /// Whether an event name is one of the known set (the AMI layer says).
+    is_known: fn(&str) -> bool,
     known: std::collections::HashMap<String, metrics::Counter>,
     other: Option<metrics::Counter>,
 }
 
 impl EventCounters {
-    pub fn new(server: &str) -> Self {
+    pub fn new(server: &str, is_known: fn(&str) -> bool) -> Self {
         Self {
             server: server.to_owned(),
+            is_known,
             known: Default::default(),
             other: None,
         }
@@ -355,9 +188,8 @@ impl EventCounters {
             c.increment(1);
             return;
         }
-        let label = event_label(name);
         let server = self.server.clone();
-        if label == "other" {
+        if !(self.is_known)(name) {
             self.other
                 .get_or_insert_with(
                     || counter!(AMI_MESSAGES, "server" => server, "event" => "other"),
@@ -365,9 +197,9 @@ impl EventCounters {
                 .increment(1);
             return;
         }
-        let handle = counter!(AMI_MESSAGES, "server" => server, "event" => label.clone());
+        let handle = counter!(AMI_MESSAGES, "server" => server, "event" => name.to_owned());
         handle.increment(1);
-        self.known.insert(label, handle);
+        self.known.insert(name.to_owned(), handle);
     }
 }
 
@@ -385,6 +217,11 @@ pub fn ami_malformed(server: &str) {
 /// other gauges.
 static RESYNC: std::sync::Mutex<BTreeMap<String, f64>> = std::sync::Mutex::new(BTreeMap::new());
 
+/// The last full resync's duration per server, seconds, for the scrape.
+pub fn resync_durations() -> BTreeMap<String, f64> {
+    RESYNC.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Records how long a full resync took.
 pub fn resync_duration(server: &str, took: Duration) {
     RESYNC
@@ -396,47 +233,4 @@ pub fn resync_duration(server: &str, took: Duration) {
 /// Counts one HTTP request.
 pub fn http_request(route: String, status: u16) {
     counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
-}
-
-/// `GET /metrics`.
-pub fn router(exporter: Exporter) -> axum::Router {
-    axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let exporter = exporter.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    exporter.render(),
-                )
-            }
-        }),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_states_are_one_of_five() {
-        let m = |status, paused, in_call| Member {
-            status,
-            paused,
-            in_call,
-            ..Member::default()
-        };
-        assert_eq!(member_state(&m(1, true, false)), "paused");
-        assert_eq!(member_state(&m(2, false, false)), "in_call");
-        assert_eq!(member_state(&m(1, false, true)), "in_call");
-        assert_eq!(member_state(&m(6, false, false)), "ringing");
-        assert_eq!(member_state(&m(7, false, false)), "in_call");
-        assert_eq!(member_state(&m(5, false, false)), "unavailable");
-        assert_eq!(member_state(&m(4, false, false)), "unavailable");
-        assert_eq!(member_state(&m(1, false, false)), "available");
-        assert_eq!(member_state(&m(0, false, false)), "available");
-    }
 }

@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::ami::client::{self, now_ms, AmiHandle, ClientConfig};
+use crate::ami::client::{self, AmiHandle, ClientConfig};
+use crate::ami::Message;
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::state::{Input, LinkChange, What};
 
@@ -285,6 +287,17 @@ impl Servers {
             .and_then(|e| e.running.as_ref().map(|r| r.handle.clone()))
     }
 
+    /// Percent of the server's RAM in use, as `core show sysinfo` tells it (used = total − free
+    /// − buffers); `None` when the server is not running or the read fails.
+    pub async fn memory_usage(&self, id: &str) -> Option<u64> {
+        let reply = self
+            .handle(id)?
+            .send(Message::action("Command").with("Command", "core show sysinfo"))
+            .await
+            .ok()?;
+        Some(memory_usage(reply.response.get_all("Output")))
+    }
+
     /// Every server, by id.
     pub fn list(&self) -> Vec<ServerInfo> {
         self.lock().values().map(|e| e.info.clone()).collect()
@@ -497,6 +510,33 @@ impl Servers {
     }
 }
 
+/// Percent of RAM in use from the lines of `core show sysinfo`.
+fn memory_usage<'a>(lines: impl Iterator<Item = &'a str>) -> u64 {
+    let kib = |label: &str, line: &str| -> Option<u64> {
+        line.trim()
+            .strip_prefix(label)?
+            .trim()
+            .trim_end_matches("KiB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (mut total, mut free, mut buffers) = (0u64, 0u64, 0u64);
+    for line in lines {
+        if let Some(v) = kib("Total RAM:", line) {
+            total = v;
+        } else if let Some(v) = kib("Free RAM:", line) {
+            free = v;
+        } else if let Some(v) = kib("Buffer RAM:", line) {
+            buffers = v;
+        }
+    }
+    if total == 0 {
+        return 0;
+    }
+    (total.saturating_sub(free).saturating_sub(buffers) * 100 + total / 2) / total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +598,17 @@ mod tests {
         assert!(text.contains("branch"));
         servers.remove(&id).await.unwrap();
         assert!(servers.handle(&id).is_none());
+    }
+
+    #[test]
+    fn memory_usage_from_sysinfo() {
+        let lines = [
+            "System Statistics",
+            "  Total RAM:                 1000 KiB",
+            "  Free RAM:                  300 KiB",
+            "  Buffer RAM:                100 KiB",
+        ];
+        assert_eq!(memory_usage(lines.into_iter()), 60);
+        assert_eq!(memory_usage(std::iter::empty()), 0);
     }
 }

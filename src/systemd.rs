@@ -17,6 +17,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::warn;
 
+use crate::hub::Liveness;
 use crate::state::State;
 
 type Sink = Box<dyn FnMut(&[NotifyState<'_>]) + Send>;
@@ -58,17 +59,19 @@ impl Notifier {
             status: String::new(),
         }
     }
+}
 
+impl Liveness for Notifier {
     /// How often the state task must say it is alive: half the watchdog period, as systemd
     /// recommends; `None` without a watchdog.
-    pub fn keepalive_every(&self) -> Option<Duration> {
+    fn keepalive_every(&self) -> Option<Duration> {
         self.watchdog
             .map(|w| (w / 2).max(Duration::from_millis(100)))
     }
 
     /// After a fold that moved a link: `STATUS=` when the line changed, `READY=1` the first
     /// time all links are synced.
-    pub fn observe(&mut self, state: &State) {
+    fn observe(&mut self, state: &State) {
         if self.sink.is_none() {
             return;
         }
@@ -89,7 +92,7 @@ impl Notifier {
     }
 
     /// From the state task's keepalive tick, with the state lock held.
-    pub fn alive(&mut self, state: &State) {
+    fn alive(&mut self, state: &State) {
         self.observe(state);
         if let Some(sink) = &mut self.sink {
             sink(&[NotifyState::Watchdog]);

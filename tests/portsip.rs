@@ -606,7 +606,7 @@ async fn queues_are_created_changed_and_destroyed_in_asterisk() {
         common::expect_change(&mut events, "caller_joined", 10, |c| c["queue"] == "8002").await;
     common::expect_change(&mut events, "caller_left", 30, |c| c["queue"] == "8002").await;
     let entered = joined.data["caller"]["entered"].as_i64().expect("entered");
-    let gone_after = queuebridge::ami::client::now_secs() - entered;
+    let gone_after = queuebridge::clock::now_secs() - entered;
     assert!((14..=25).contains(&gone_after), "left after {gone_after} s");
     let (s, _) = ps
         .action(&format!("/call_queues/{short}/destroy"), &admin)

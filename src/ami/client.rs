@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use md5::{Digest, Md5};
@@ -32,9 +32,10 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::demux::{Demux, Reply, Routed, MAX_LIST_ITEMS};
 use super::event::{is_queue_event, queue_result};
+use super::input::{Input, LinkChange, QueueStatus, Scope, What};
 use super::{AmiCodec, Frame, Message};
+use crate::clock::now_ms;
 use crate::metrics;
-use crate::state::{Input, LinkChange, QueueStatus, Scope, What};
 
 /// Actions queued for one connection; past this, `send` waits (bounded, never unbounded).
 pub const REQUEST_QUEUE: usize = 256;
@@ -147,19 +148,6 @@ impl AmiHandle {
             .map_err(|_| gone())?;
         rx.await.map_err(|_| ActionError::ConnectionLost)?
     }
-}
-
-/// Milliseconds since the epoch, for [`Input::at_ms`].
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Seconds since the epoch.
-pub fn now_secs() -> i64 {
-    i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX)
 }
 
 /// Runs one server's connection until `shutdown`, reconnecting as needed.
@@ -279,7 +267,7 @@ impl<'a> Session<'a> {
             dirty: BTreeMap::new(),
             refresh_at: None,
             queues_known: 0,
-            event_counters: metrics::EventCounters::new(&cfg.id),
+            event_counters: metrics::EventCounters::new(&cfg.id, super::event::is_counted),
             active: Default::default(),
             reconciliations: 0,
             unsent_link: None,

@@ -343,6 +343,16 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Event names counted by name in the metrics (the rest are counted as `other`, so a server
+/// cannot grow the label set): the queue events and the few about the server itself.
+pub fn is_counted(name: &str) -> bool {
+    is_queue_event(name)
+        || matches!(
+            name,
+            "FullyBooted" | "Shutdown" | "Hangup" | "Reload" | "Load" | "Unload"
+        )
+}
+
 /// Event names the state fold reads; the client forwards only these (plus list items).
 pub fn is_queue_event(name: &str) -> bool {
     matches!(

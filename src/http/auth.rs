@@ -30,8 +30,6 @@ use tracing::warn;
 
 use crate::access::{Directory, User};
 
-/// Default of `[http] max_password_checks`: argon2 checks running at once.
-pub const DEFAULT_MAX_CHECKS: usize = 4;
 /// How long a login waits for a free check slot before it is refused as busy.
 pub const CHECK_WAIT: Duration = Duration::from_secs(2);
 /// Failures in a row that cost nothing.

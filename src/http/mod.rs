@@ -39,13 +39,13 @@ pub use error::ApiError;
 
 use crate::command::Commands;
 use crate::config::{Config, PortsipConfig};
-use crate::daemon::Parts;
 use crate::deadlines::Deadlines;
 use crate::history::History;
 use crate::hub::Hub;
 use crate::queues_conf::QueuesConf;
 use crate::state::Queue;
 use crate::tokens::Tokens;
+use crate::wiring::Parts;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
-use crate::ami::client::now_secs;
+use crate::clock::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::history::{CallRecord, Query as HistoryQuery};
 use crate::state::{Member, Queue};

@@ -194,16 +194,6 @@ impl Front {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Link up, client sessions, and their subscriptions, for the metrics.
-    pub fn gauges(&self) -> (bool, usize, usize) {
-        let sessions = self.sessions();
-        (
-            *self.connected.borrow(),
-            sessions.len(),
-            sessions.subscription_count(),
-        )
-    }
-
     /// Subscribes `jid` (user `user`) as `ClientInfo` would; for benches.
     pub fn subscribe(&self, jid: &FullJid, user: &str, subs: Vec<Subscription>) {
         let supervisor = self
@@ -928,6 +918,18 @@ async fn write_raw(stream: &Stream, mut bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Link up, client sessions, and their subscriptions, for the metrics.
+impl crate::metrics::SessionGauges for Front {
+    fn session_gauges(&self) -> (bool, usize, usize) {
+        let sessions = self.sessions();
+        (
+            *self.connected.borrow(),
+            sessions.len(),
+            sessions.subscription_count(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use super::{
     paged, Result,
 };
 use crate::access::{Principal, User};
-use crate::ami::client::now_secs;
+use crate::clock::now_secs;
 use crate::command::{Command, Done};
 use crate::http::AppState;
 use crate::queues_conf::{

@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 
 use super::odata::{Field, Type};
 use super::{admin, body, invalid, invalid_fields, not_found, paged, server_error, Result};
-use crate::ami::Message;
 use crate::http::AppState;
 use crate::servers::{NewServer, Origin, ServerInfo};
 
@@ -234,65 +233,14 @@ async fn status(
             .get(server.id.as_str())
             .is_some_and(|srv| srv.link.connected && srv.link.synced)
     });
-    let mut memory = 0;
-    if online {
-        if let Some(h) = app.commands.servers().handle(&server.id) {
-            // A failed read only means an unknown figure.
-            if let Ok(reply) = h
-                .send(Message::action("Command").with("Command", "core show sysinfo"))
-                .await
-            {
-                memory = memory_usage(reply.response.get_all("Output"));
-            }
-        }
-    }
+    // A failed read only means an unknown figure.
+    let memory = match online {
+        true => app.commands.servers().memory_usage(&server.id).await,
+        false => None,
+    };
     Ok(Json(json!({
         "cpu_usage": 0,
-        "memory_usage": memory,
+        "memory_usage": memory.unwrap_or(0),
         "status": if online { "ONLINE" } else { "OFFLINE" },
     })))
-}
-
-/// Percent of RAM in use from the lines of `core show sysinfo`.
-fn memory_usage<'a>(lines: impl Iterator<Item = &'a str>) -> u64 {
-    let kib = |label: &str, line: &str| -> Option<u64> {
-        line.trim()
-            .strip_prefix(label)?
-            .trim()
-            .trim_end_matches("KiB")
-            .trim()
-            .parse()
-            .ok()
-    };
-    let (mut total, mut free, mut buffers) = (0u64, 0u64, 0u64);
-    for line in lines {
-        if let Some(v) = kib("Total RAM:", line) {
-            total = v;
-        } else if let Some(v) = kib("Free RAM:", line) {
-            free = v;
-        } else if let Some(v) = kib("Buffer RAM:", line) {
-            buffers = v;
-        }
-    }
-    if total == 0 {
-        return 0;
-    }
-    (total.saturating_sub(free).saturating_sub(buffers) * 100 + total / 2) / total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_usage_from_sysinfo() {
-        let lines = [
-            "System Statistics",
-            "  Total RAM:                 1000 KiB",
-            "  Free RAM:                  300 KiB",
-            "  Buffer RAM:                100 KiB",
-        ];
-        assert_eq!(memory_usage(lines.into_iter()), 60);
-        assert_eq!(memory_usage(std::iter::empty()), 0);
-    }
 }

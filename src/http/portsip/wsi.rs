@@ -32,7 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::queues::{agent_status, queue_number};
 use crate::access::{Directory, Principal, User};
-use crate::ami::client::now_secs;
+use crate::clock::now_secs;
 use crate::http::auth::{LoginError, Source};
 use crate::http::{push, AppState};
 use crate::state::{ChangeKind, ConnectedCall, Queue, State as Model};

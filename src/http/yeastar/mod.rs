@@ -43,7 +43,7 @@ mod subscribe;
 use super::auth::{LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
-use crate::ami::client::now_secs;
+use crate::clock::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::deadlines::{Due, Which, MIN_SECONDS};
 use crate::state::{Member, Queue};

@@ -1,0 +1,60 @@
+//! What the AMI side hands the state task: an event, a QueueStatus snapshot, or a link
+//! change of one server. Defined here, below the state, so that the client that makes them
+//! and the fold that reads them both import down.
+
+use std::sync::Arc;
+
+use super::Message;
+
+/// One thing that happened on one server's AMI link.
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// The `id` of the `[[ami]]` server.
+    pub server: Arc<str>,
+    /// When it arrived, in milliseconds since the epoch.
+    pub at_ms: u64,
+    pub what: What,
+}
+
+/// The kinds of input.
+#[derive(Clone, Debug)]
+pub enum What {
+    /// An asynchronous AMI event.
+    Event(Message),
+    /// The items of one QueueStatus reply, applied as a whole.
+    Snapshot(QueueStatus),
+    /// The link came up (logged in) or went down.
+    Link(LinkChange),
+}
+
+/// A link transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Logged in; a full resync follows.
+    Up,
+    /// Disconnected, with the reason.
+    Down(String),
+    /// The server was removed or disabled at run time: its queues and its entry go.
+    Removed,
+}
+
+/// What a QueueStatus request covered, so the fold knows what the absence of an item means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// No filter: every queue of the server. Queues not listed are gone.
+    All,
+    /// `Queue: q`: the queue with all its members and callers. Not listed = gone.
+    Queue(String),
+    /// `Queue: q` with a member filter matching nobody: parameters and callers only.
+    Callers(String),
+    /// Unknown request (a capture of another client): upsert what is listed, remove nothing.
+    Merge,
+}
+
+/// A complete QueueStatus reply.
+#[derive(Clone, Debug)]
+pub struct QueueStatus {
+    pub scope: Scope,
+    /// QueueParams, QueueMember and QueueEntry items, in wire order.
+    pub items: Vec<Message>,
+}
