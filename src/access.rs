@@ -457,7 +457,7 @@ impl Principal {
                 )),
             },
             Action::Logout => match member {
-                Some(m) if m.membership == "static" => Err(format!(
+                Some(m) if m.membership.is_static() => Err(format!(
                     "{} is a static member of this queue and cannot log out",
                     user.name
                 )),

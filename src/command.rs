@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::access::{Access, Action, Principal};
+use crate::access::{Access, Action, Principal, User};
 use crate::ami::client::ActionError;
 use crate::ami::Message;
 use crate::hub::Hub;
@@ -82,6 +82,26 @@ pub enum Command {
         interface: String,
         penalty: i64,
     },
+}
+
+impl Command {
+    /// `user` logs in to `queue` with their configured interface, name and device state;
+    /// `penalty` and `paused` as in [`Command::Login`].
+    pub fn login(
+        user: &User,
+        queue: impl Into<String>,
+        penalty: Option<i64>,
+        paused: Option<String>,
+    ) -> Self {
+        Command::Login {
+            queue: queue.into(),
+            interface: user.interface.clone(),
+            member_name: user.display_name.clone(),
+            state_interface: user.state_interface.clone(),
+            penalty,
+            paused,
+        }
+    }
 }
 
 /// How a command failed; stable, for front ends to map onto their dialect's errors.

@@ -14,21 +14,8 @@ use tracing::warn;
 
 use crate::hub::Hub;
 use crate::metrics::*;
-use crate::state::{Change, ChangeKind, Member, State};
-
-/// The state a member is counted in: paused first, then busy, ringing, unreachable, free.
-pub fn member_state(m: &Member) -> &'static str {
-    match m.status {
-        _ if m.paused => "paused",
-        // Ringing while in use counts as in a call.
-        2 | 3 | 7 | 8 => "in_call",
-        _ if m.in_call => "in_call",
-        6 => "ringing",
-        // Invalid, Unavailable.
-        4 | 5 => "unavailable",
-        _ => "available",
-    }
-}
+use crate::state::{Change, ChangeKind, State};
+use crate::view::Availability;
 
 /// The scrape side: the recorder's handle plus what the gauges are read from.
 #[derive(Clone)]
@@ -91,16 +78,16 @@ fn set_gauges(state: &State, now: i64) {
             .unwrap_or(0);
         gauge!(QUEUE_LONGEST_WAIT, &labels).set(longest as f64);
         gauge!(QUEUE_MEMBERS_LOGGED_IN, &labels).set(q.members.len() as f64);
-        for state in MEMBER_STATES {
+        for state in Availability::ALL {
             let n = q
                 .members
                 .values()
-                .filter(|m| member_state(m) == state)
+                .filter(|m| Availability::of(m) == state)
                 .count();
             let labels = [
                 ("server", q.server.to_string()),
                 ("queue", q.name.to_string()),
-                ("state", state.to_owned()),
+                ("state", state.as_str().to_owned()),
             ];
             gauge!(QUEUE_MEMBERS, &labels).set(n as f64);
         }
@@ -195,21 +182,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn member_states_are_one_of_five() {
-        let m = |status, paused, in_call| Member {
-            status,
-            paused,
-            in_call,
-            ..Member::default()
-        };
-        assert_eq!(member_state(&m(1, true, false)), "paused");
-        assert_eq!(member_state(&m(2, false, false)), "in_call");
-        assert_eq!(member_state(&m(1, false, true)), "in_call");
-        assert_eq!(member_state(&m(6, false, false)), "ringing");
-        assert_eq!(member_state(&m(7, false, false)), "in_call");
-        assert_eq!(member_state(&m(5, false, false)), "unavailable");
-        assert_eq!(member_state(&m(4, false, false)), "unavailable");
-        assert_eq!(member_state(&m(1, false, false)), "available");
-        assert_eq!(member_state(&m(0, false, false)), "available");
+    fn the_state_label_takes_the_five_availabilities_in_order() {
+        let names = Availability::ALL.map(Availability::as_str);
+        assert_eq!(names, MEMBER_STATES);
     }
 }

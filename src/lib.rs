@@ -51,5 +51,6 @@ pub mod state;
 pub mod systemd;
 pub mod threads;
 pub mod tokens;
+pub mod view;
 pub mod wiring;
 pub mod xmpp;

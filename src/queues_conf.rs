@@ -574,7 +574,7 @@ fn shows(q: &Queue, conf: &QueueConf) -> bool {
     let mut statics: Vec<&str> = q
         .members
         .values()
-        .filter(|m| m.membership == "static")
+        .filter(|m| m.membership.is_static())
         .map(|m| m.interface.as_str())
         .collect();
     let mut wanted: Vec<&str> = conf.members.iter().map(|m| m.interface.as_str()).collect();

@@ -36,6 +36,7 @@ use crate::command::{Code, Command, CommandError};
 use crate::history::{CallRecord, Query as HistoryQuery};
 use crate::state::{Member, Queue};
 use crate::tokens::Kind;
+use crate::view;
 
 /// Telecom X's token lifetime.
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -366,12 +367,11 @@ fn with_queue<R>(
         .then(|| u64::from_str_radix(id, 16).ok())
         .flatten()
         .ok_or_else(no_queue)?;
-    app.hub
-        .read(|s| match s.queues().find(|q| q.id == numeric) {
-            None => Err(no_queue()),
-            Some(q) if !who.can_see(q) => Err(access_denied("no access to this queue")),
-            Some(q) => Ok(f(q)),
-        })
+    app.hub.read(|s| match view::queue_by_id(s, who, numeric) {
+        Err(view::Unseen::Missing) => Err(no_queue()),
+        Err(view::Unseen::Hidden) => Err(access_denied("no access to this queue")),
+        Ok(q) => Ok(f(q)),
+    })
 }
 
 /// Telecom X's strategy for Asterisk's.
@@ -406,12 +406,12 @@ fn member_json(
         "_id": member_id(q, &m.interface),
         "extension": extension_id(user, &m.interface),
         "number": Value::Null,
-        "name": user.map_or(&m.name, |u| &u.display_name),
+        "name": view::identity(user.map(|u| &**u), m).1,
         "priority": m.penalty + 1,
         "calls": day.map_or(0, |d| d.calls),
         "seconds": day.map_or(0, |d| d.talk_seconds),
         "lastCallEnded": opt_date(day.and_then(|d| d.last_ended)),
-        "permanent": m.membership == "static",
+        "permanent": m.membership.is_static(),
     })
 }
 
@@ -712,14 +712,7 @@ async fn join(
             "that extension works on another Asterisk server",
         ));
     }
-    let command = Command::Login {
-        queue,
-        interface: agent.interface.clone(),
-        member_name: agent.display_name.clone(),
-        state_interface: agent.state_interface.clone(),
-        penalty,
-        paused: None,
-    };
+    let command = Command::login(&agent, queue, penalty, None);
     app.commands
         .execute(&who, &server, command)
         .await
@@ -794,7 +787,7 @@ async fn update(
     if r.extension.is_some() || r.number.is_some() {
         return Err(bad_request("a member's extension or number cannot change"));
     }
-    if r.permanent.is_some_and(|p| p != (m.membership == "static")) {
+    if r.permanent.is_some_and(|p| p != m.membership.is_static()) {
         return Err(bad_request(
             "permanent is set in Asterisk's queues.conf, not through the API",
         ));
@@ -822,7 +815,7 @@ async fn leave(
 ) -> Result<Json<Value>> {
     let who = Principal::User(caller(&app, &params, &headers)?);
     let (server, queue, m) = member_by_id(&app, &who, &id, &member)?;
-    if m.membership == "static" {
+    if m.membership.is_static() {
         return Err(err(
             StatusCode::FORBIDDEN,
             "dynamic",

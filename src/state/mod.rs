@@ -26,8 +26,8 @@ pub use fold::apply;
 pub use ids::QueueIds;
 pub use lineup::{Keyed, Lineup};
 pub use model::{
-    status_name, Caller, ConnectedCall, Link, Member, Members, Queue, QueueStats, Ringing, Rung,
-    Server, ServerView, Snapshot, State, Waiting, WaitingRef,
+    Caller, ConnectedCall, DeviceState, Link, Member, Members, Membership, Queue, QueueStats,
+    Ringing, Rung, Server, ServerView, Snapshot, State, Waiting, WaitingRef,
 };
 
 pub use crate::ami::input::{Input, LinkChange, QueueStatus, Scope, What};

@@ -264,8 +264,8 @@ pub struct Member {
     pub name: String,
     /// `StateInterface`
     pub state_interface: String,
-    /// `Membership`: static, dynamic or realtime
-    pub membership: String,
+    /// `Membership`
+    pub membership: Membership,
     pub penalty: i64,
     pub calls_taken: i64,
     /// Epoch seconds, 0 = never
@@ -275,10 +275,9 @@ pub struct Member {
     /// Epoch seconds
     pub login_time: i64,
     pub in_call: bool,
-    /// Device state number, `Status` 0–8
-    pub status: i64,
-    /// Device state name (`ast_devstate2str`)
-    pub status_name: &'static str,
+    /// `Status`: serialized as `status` (0–8) and `status_name` (`ast_devstate2str`)
+    #[serde(flatten)]
+    pub status: DeviceState,
     pub paused: bool,
     pub paused_reason: String,
     /// Seconds; 0 = the queue's value
@@ -287,19 +286,113 @@ pub struct Member {
     pub ring_in_use: Option<bool>,
 }
 
-/// The device state name of a `Status` value (ami.md §2.1 table).
-pub fn status_name(status: i64) -> &'static str {
-    match status {
-        0 => "Unknown",
-        1 => "Not in use",
-        2 => "In use",
-        3 => "Busy",
-        4 => "Invalid",
-        5 => "Unavailable",
-        6 => "Ringing",
-        7 => "Ring+Inuse",
-        8 => "On Hold",
-        _ => "Unknown",
+/// How a member came into the queue (`Membership`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    /// In `queues.conf`: neither a login nor a logout moves it.
+    Static,
+    /// Logged in with `QueueAdd` (or an unknown word: Asterisk knows only these three).
+    #[default]
+    Dynamic,
+    /// From a realtime table.
+    Realtime,
+}
+
+impl Membership {
+    /// From AMI's `Membership` header.
+    pub fn from_ami(word: &str) -> Self {
+        match word {
+            "static" => Self::Static,
+            "realtime" => Self::Realtime,
+            _ => Self::Dynamic,
+        }
+    }
+
+    /// In `queues.conf`.
+    pub fn is_static(self) -> bool {
+        self == Self::Static
+    }
+}
+
+/// A device state (`Status` 0–8, ami.md §2.1); a value outside that range is `Unknown`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceState {
+    #[default]
+    Unknown,
+    NotInUse,
+    InUse,
+    Busy,
+    Invalid,
+    Unavailable,
+    Ringing,
+    RingInUse,
+    OnHold,
+}
+
+impl DeviceState {
+    const ALL: [DeviceState; 9] = [
+        Self::Unknown,
+        Self::NotInUse,
+        Self::InUse,
+        Self::Busy,
+        Self::Invalid,
+        Self::Unavailable,
+        Self::Ringing,
+        Self::RingInUse,
+        Self::OnHold,
+    ];
+
+    /// From AMI's `Status` number.
+    pub fn from_code(code: i64) -> Self {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| Self::ALL.get(i).copied())
+            .unwrap_or_default()
+    }
+
+    /// AMI's `Status` number.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Asterisk's name (`ast_devstate2str`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unknown => "Unknown",
+            Self::NotInUse => "Not in use",
+            Self::InUse => "In use",
+            Self::Busy => "Busy",
+            Self::Invalid => "Invalid",
+            Self::Unavailable => "Unavailable",
+            Self::Ringing => "Ringing",
+            Self::RingInUse => "Ring+Inuse",
+            Self::OnHold => "On Hold",
+        }
+    }
+
+    /// The device is in a call: in use, busy, rung while in use, or on hold.
+    pub fn in_call(self) -> bool {
+        matches!(
+            self,
+            Self::InUse | Self::Busy | Self::RingInUse | Self::OnHold
+        )
+    }
+
+    /// The device cannot be reached: invalid or unavailable.
+    pub fn unreachable(self) -> bool {
+        matches!(self, Self::Invalid | Self::Unavailable)
+    }
+}
+
+/// `"status": 2, "status_name": "In use"`, in a member's JSON.
+impl Serialize for DeviceState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DeviceState", 2)?;
+        st.serialize_field("status", &self.code())?;
+        st.serialize_field("status_name", self.name())?;
+        st.end()
     }
 }
 

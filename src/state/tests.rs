@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use super::{apply, ChangeKind, Input, LinkChange, QueueIds, QueueStatus, Scope, State, What};
+use super::{
+    apply, ChangeKind, DeviceState, Input, LinkChange, Membership, QueueIds, QueueStatus, Scope,
+    State, What,
+};
 use crate::ami::Message;
 
 const SERVER: &str = "pbx1";
@@ -242,14 +245,14 @@ fn a_repeated_member_event_changes_nothing() {
     let first = member_event(&mut st, "QueueMemberAdded", &m);
     assert!(
         matches!(&first[..], [ChangeKind::QueueUpdated { .. }, ChangeKind::MemberUpdated { member, .. }]
-        if member.status_name == "Not in use" && member.membership == "dynamic")
+        if member.status == DeviceState::NotInUse && member.membership == Membership::Dynamic)
     );
     assert!(member_event(&mut st, "QueueMemberStatus", &m).is_empty());
     let ringing = member("sales", "Local/agent1@agents", "6", "0");
     let changed = member_event(&mut st, "QueueMemberStatus", &ringing);
     assert!(
         matches!(&changed[..], [ChangeKind::MemberUpdated { member, .. }]
-        if member.status == 6 && member.status_name == "Ringing")
+        if member.status == DeviceState::Ringing)
     );
 }
 
@@ -269,7 +272,10 @@ fn an_event_older_than_the_snapshot_never_takes_back_a_call_count() {
     let m = st
         .queue(SERVER, "sales")
         .and_then(|q| q.members.get("Local/agent1@agents"));
-    assert_eq!(m.map(|m| (m.calls_taken, m.status)), Some((3, 2)));
+    assert_eq!(
+        m.map(|m| (m.calls_taken, m.status)),
+        Some((3, DeviceState::InUse))
+    );
 }
 
 #[test]
@@ -511,6 +517,24 @@ fn a_removed_server_takes_its_queues_along_and_says_so_last() {
 
 /// One step of a random stream: events about a few callers and members of two queues, and
 /// now and then a QueueStatus snapshot or a link change.
+/// A member's device state and membership are enums in the model; the JSON keeps Asterisk's
+/// number, name and word.
+#[test]
+fn a_member_serializes_its_device_state_as_number_and_name() {
+    let m = super::Member {
+        interface: "PJSIP/201".into(),
+        status: DeviceState::from_code(2),
+        membership: Membership::from_ami("static"),
+        ..Default::default()
+    };
+    let v = serde_json::to_value(&m).unwrap_or_default();
+    assert_eq!(v["status"], 2);
+    assert_eq!(v["status_name"], "In use");
+    assert_eq!(v["membership"], "static");
+    assert_eq!(DeviceState::from_code(42), DeviceState::Unknown);
+    assert_eq!(Membership::from_ami("realtime"), Membership::Realtime);
+}
+
 #[derive(Clone, Debug)]
 enum Step {
     Join(usize, usize, i64),

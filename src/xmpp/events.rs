@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::access::{extension_of, Directory, User};
+use crate::access::{Directory, User};
 use crate::state::{Caller, Change, ChangeKind, Member, Queue, State};
+use crate::view;
 
 use super::pascom::{CallEntry, MemberState, Person, QueueRef};
 
@@ -30,7 +31,7 @@ pub fn member_state(queue: &str, member: &Member, user: Option<&User>) -> Member
             |u| u.name.clone(),
         ),
         queue: queue.to_owned(),
-        dynamic: member.membership != "static",
+        dynamic: !member.membership.is_static(),
         loggedin: true,
         paused: member.paused,
         // Asterisk keeps the last reason after an unpause (and QueueMemberStatus may clear it
@@ -40,12 +41,9 @@ pub fn member_state(queue: &str, member: &Member, user: Option<&User>) -> Member
         } else {
             String::new()
         },
-        person: match user {
-            Some(u) => user_person(u),
-            None => Person {
-                phone: extension_of(&member.interface).to_owned(),
-                displayname: member.name.clone(),
-            },
+        person: {
+            let (phone, displayname) = view::identity(user, member);
+            Person { phone, displayname }
         },
     }
 }
@@ -86,25 +84,14 @@ pub fn call_entry(position: i64, c: &Caller) -> CallEntry {
 
 /// Every agent of a queue: its members, then the configured dynamic agents not logged in.
 pub fn queue_members(dir: &Directory, q: &Queue) -> Vec<MemberState> {
-    let mut out: Vec<MemberState> = q
-        .members
-        .values()
-        .map(|m| {
-            member_state(
-                &q.name,
-                m,
-                dir.by_interface(&q.server, &m.interface).map(|u| &**u),
-            )
+    view::agents(dir, q)
+        .into_iter()
+        .filter_map(|a| match (a.member, a.user) {
+            (Some(m), user) => Some(member_state(&q.name, m, user.as_deref())),
+            (None, Some(u)) => Some(logged_out(&q.name, &u)),
+            (None, None) => None,
         })
-        .collect();
-    out.extend(
-        dir.users()
-            .filter(|u| {
-                u.belongs_to(&q.server, &q.name, false) && !q.members.contains_key(&u.interface)
-            })
-            .map(|u| logged_out(&q.name, u)),
-    );
-    out
+        .collect()
 }
 
 /// The user's own entry in every queue of their server they belong to.
@@ -436,14 +423,15 @@ fn diff_queue(server: &Arc<str>, queue: &str, old: Seen, new: &Seen, events: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{DeviceState, Membership};
     use crate::state::{QueueIds, QueueStats, Waiting};
 
     fn member(interface: &str, paused: bool, reason: &str, status: i64) -> Member {
         Member {
             interface: interface.into(),
             name: format!("Agent {interface}"),
-            membership: "dynamic".into(),
-            status,
+            membership: Membership::Dynamic,
+            status: DeviceState::from_code(status),
             paused,
             paused_reason: reason.into(),
             ..Member::default()

@@ -581,14 +581,7 @@ fn agent_command(
                         format!("invalid penalty {p:?}: a whole number, 0 or more")
                     })?),
                 };
-            Command::Login {
-                queue: queue.clone(),
-                interface: user.interface.clone(),
-                member_name: user.display_name.clone(),
-                state_interface: user.state_interface.clone(),
-                penalty,
-                paused: None,
-            }
+            Command::login(user, queue.clone(), penalty, None)
         }
         (_, None) => return Err(format!("{} is not logged in to queue {queue}", user.name)),
         ("AgentLogout", Some(_)) => Command::Logout {

@@ -35,6 +35,7 @@ use crate::queues_conf::{
     Attribute, Attributes, ConfError, Definitions, Exclusive, QueueConf, StaticMember,
 };
 use crate::state::{Member, Queue};
+use crate::view::{self, Agent};
 
 const FIELDS: &[Field] = &[
     ("id", Type::Text),
@@ -268,11 +269,7 @@ async fn status(
 ) -> Result<Json<Value>> {
     let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
-    let online = app.hub.read(|s| {
-        s.servers
-            .get(&*q.server)
-            .is_some_and(|srv| srv.link.connected && srv.link.synced)
-    });
+    let online = app.hub.read(|s| view::link_up(s, &q.server));
     Ok(Json(
         json!({ "status": if online { "ONLINE" } else { "OFFLINE" } }),
     ))
@@ -772,45 +769,9 @@ async fn pickup(
 
 // ---- Agents --------------------------------------------------------------------------------
 
-/// An agent of a queue: a member, a configured user allowed in, or both.
-struct Agent {
-    number: String,
-    display_name: String,
-    member: Option<Member>,
-    user: Option<Arc<User>>,
-}
-
-fn agents_of(app: &AppState, q: &Queue) -> Vec<Agent> {
-    let directory = app.commands.access().directory();
-    let mut out: Vec<Agent> = q
-        .members
-        .values()
-        .map(|m| {
-            let user = directory.by_interface(&q.server, &m.interface).cloned();
-            Agent {
-                number: directory.agent_number(&q.server, &m.interface),
-                display_name: user
-                    .as_ref()
-                    .map_or_else(|| m.name.clone(), |u| u.display_name.clone()),
-                member: Some(m.clone()),
-                user,
-            }
-        })
-        .collect();
-    for u in directory.users() {
-        if u.server == *q.server
-            && u.queues.contains(&*q.name)
-            && !q.members.contains_key(&u.interface)
-        {
-            out.push(Agent {
-                number: u.number().to_owned(),
-                display_name: u.display_name.clone(),
-                member: None,
-                user: Some(u.clone()),
-            });
-        }
-    }
-    out
+/// The agents of a queue (a copy read from the hub, so the borrow is the caller's).
+fn agents_of<'q>(app: &AppState, q: &'q Queue) -> Vec<Agent<'q>> {
+    view::agents(&app.commands.access().directory(), q)
 }
 
 /// The status PortSIP shows for what Asterisk reports of a member.
@@ -820,13 +781,13 @@ pub(super) fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
     };
     // On Hold (8) is not in the schema's status enum: the held agent is still in their call,
     // so it reads as QUEUE_CALL or OTHER_CALL below.
-    if matches!(m.status, 4 | 5) {
+    if m.status.unreachable() {
         return "OFFLINE";
     }
     if q.connected_calls.iter().any(|c| c.interface == m.interface) {
         return "QUEUE_CALL";
     }
-    if m.in_call || matches!(m.status, 2 | 3 | 7 | 8) {
+    if m.in_call || m.status.in_call() {
         return "OTHER_CALL";
     }
     if m.paused {
@@ -843,11 +804,11 @@ pub(super) fn agent_status(q: &Queue, member: Option<&Member>) -> &'static str {
 fn agent_view(q: &Queue, a: &Agent, with_status: bool) -> Value {
     let mut v = json!({
         "extension_number": a.number,
-        "display_name": a.display_name,
-        "skill_level": a.member.as_ref().map_or(1, |m| (m.penalty + 1).clamp(1, 100)),
+        "display_name": a.name,
+        "skill_level": a.member.map_or(1, |m| (m.penalty + 1).clamp(1, 100)),
     });
     if with_status {
-        v["status"] = json!(agent_status(q, a.member.as_ref()));
+        v["status"] = json!(agent_status(q, a.member));
     }
     v
 }
@@ -909,9 +870,9 @@ async fn set_agents(
             continue;
         }
         let listed = current.iter().find(|a| a.number == item.extension_number);
-        let member = match listed.map(|a| (a.member.as_ref(), a.user.as_ref())) {
+        let member = match listed.map(|a| (a.member, a.user.as_ref())) {
             // Dynamic: a member who logged in, or a configured agent who may.
-            Some((Some(m), _)) if m.membership != "static" => continue,
+            Some((Some(m), _)) if !m.membership.is_static() => continue,
             Some((None, Some(_))) => continue,
             Some((Some(m), _)) => conf
                 .members
@@ -971,7 +932,7 @@ fn agent_number(n: &str) -> Result<&str> {
     }
 }
 
-fn find_agent(app: &AppState, q: &Queue, number: &str) -> Result<Agent> {
+fn find_agent<'q>(app: &AppState, q: &'q Queue, number: &str) -> Result<Agent<'q>> {
     agents_of(app, q)
         .into_iter()
         .find(|a| a.number == number)
@@ -1000,10 +961,10 @@ async fn set_status(
     app: &AppState,
     who: Arc<User>,
     q: &Queue,
-    a: &Agent,
+    a: &Agent<'_>,
     status: &str,
 ) -> Result<Done> {
-    let interface = match (&a.member, &a.user) {
+    let interface = match (a.member, &a.user) {
         (Some(m), _) => m.interface.clone(),
         (None, Some(u)) => u.interface.clone(),
         (None, None) => return Err(not_found("no such agent")),
@@ -1015,14 +976,7 @@ async fn set_status(
                 a.number
             ))
         })?;
-        Ok(Command::Login {
-            queue: q.name.to_string(),
-            interface: u.interface.clone(),
-            member_name: u.display_name.clone(),
-            state_interface: u.state_interface.clone(),
-            penalty: None,
-            paused,
-        })
+        Ok(Command::login(u, &*q.name, None, paused))
     };
     let command = match status {
         "LOGGED_IN" => login(None)?,
@@ -1110,7 +1064,7 @@ async fn queues_of(app: &AppState, u: &Arc<User>) -> Json<Value> {
     Json(json!({ "items": items }))
 }
 
-fn own_agent_entry(app: &AppState, u: &User, q: &Queue) -> Result<Agent> {
+fn own_agent_entry<'q>(app: &AppState, u: &User, q: &'q Queue) -> Result<Agent<'q>> {
     agents_of(app, q)
         .into_iter()
         .find(|a| a.user.as_ref().is_some_and(|x| x.name == u.name))
@@ -1132,19 +1086,14 @@ async fn user_queues(
     Ok(queues_of(&app, &u).await)
 }
 
-fn agent_of_user(app: &AppState, who: &Arc<User>, u: &User, id: &str) -> Result<(Queue, Agent)> {
-    let q = find(app, who, id)?;
-    let a = own_agent_entry(app, u, &q)?;
-    Ok((q, a))
-}
-
 async fn own_agent(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let user = caller(&app, &headers)?;
-    let (q, a) = agent_of_user(&app, &user, &user, &id)?;
+    let q = find(&app, &user, &id)?;
+    let a = own_agent_entry(&app, &user, &q)?;
     Ok(Json(agent_view(&q, &a, true)))
 }
 
@@ -1155,7 +1104,8 @@ async fn user_agent(
 ) -> Result<Json<Value>> {
     let who = caller(&app, &headers)?;
     let u = subject(&app, &who, &name)?;
-    let (q, a) = agent_of_user(&app, &who, &u, &id)?;
+    let q = find(&app, &who, &id)?;
+    let a = own_agent_entry(&app, &u, &q)?;
     Ok(Json(agent_view(&q, &a, true)))
 }
 
@@ -1166,7 +1116,8 @@ async fn set_own_status(
     b: Result<Json<StatusBody>, JsonRejection>,
 ) -> Result<StatusCode> {
     let user = caller(&app, &headers)?;
-    let (q, a) = agent_of_user(&app, &user, &user, &id)?;
+    let q = find(&app, &user, &id)?;
+    let a = own_agent_entry(&app, &user, &q)?;
     let b = body(b)?;
     set_status(&app, user, &q, &a, &b.status).await?;
     Ok(StatusCode::OK)
@@ -1180,7 +1131,8 @@ async fn set_user_status(
 ) -> Result<StatusCode> {
     let who = caller(&app, &headers)?;
     let u = subject(&app, &who, &name)?;
-    let (q, a) = agent_of_user(&app, &who, &u, &id)?;
+    let q = find(&app, &who, &id)?;
+    let a = own_agent_entry(&app, &u, &q)?;
     let b = body(b)?;
     set_status(&app, who, &q, &a, &b.status).await?;
     Ok(StatusCode::OK)

@@ -19,6 +19,7 @@ use super::odata::{Field, Type};
 use super::{admin, body, invalid, invalid_fields, not_found, paged, server_error, Result};
 use crate::http::AppState;
 use crate::servers::{NewServer, Origin, ServerInfo};
+use crate::view;
 
 const FIELDS: &[Field] = &[
     ("id", Type::Text),
@@ -228,11 +229,7 @@ async fn status(
 ) -> Result<Json<Value>> {
     admin(&app, &headers)?;
     let server = find(&app, &id)?;
-    let online = app.hub.read(|s| {
-        s.servers
-            .get(server.id.as_str())
-            .is_some_and(|srv| srv.link.connected && srv.link.synced)
-    });
+    let online = app.hub.read(|s| view::link_up(s, &server.id));
     // A failed read only means an unknown figure.
     let memory = match online {
         true => app.commands.servers().memory_usage(&server.id).await,

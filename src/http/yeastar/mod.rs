@@ -46,8 +46,9 @@ use crate::access::{extension_of, Directory, Principal, User};
 use crate::clock::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::deadlines::{Due, Which, MIN_SECONDS};
-use crate::state::{Member, Queue};
+use crate::state::{DeviceState, Member, Queue};
 use crate::tokens::Kind;
+use crate::view;
 
 /// Yeastar's lifetimes and cap.
 pub const ACCESS_TTL: Duration = Duration::from_secs(1800);
@@ -298,19 +299,9 @@ fn agent(app: &AppState, ext_id: &str) -> Result<Arc<User>, Answer> {
     found.ok_or_else(|| error(40004, "RESOURCE NOT FOUND"))
 }
 
-/// (server, queue name) of a numeric queue id.
-fn queue_by_id(app: &AppState, id: &str) -> Result<(String, String), Answer> {
-    let id: u64 = id
-        .trim()
-        .parse()
-        .map_err(|_| parameter_error("queue_id", id))?;
-    app.hub
-        .read(|s| {
-            s.queues()
-                .find(|q| q.id == id)
-                .map(|q| (q.server.to_string(), q.name.to_string()))
-        })
-        .ok_or_else(|| error(40004, "RESOURCE NOT FOUND"))
+/// The name of the queue with numeric id `id` (parameter `key`), if `who` may see it.
+fn queue_name(app: &AppState, who: &Principal, id: &str, key: &str) -> Result<String, Answer> {
+    with_queue(app, who, id, key, |q| q.name.to_string())
 }
 
 /// The state's sequence number now: changes after it are news to a deadline set now.
@@ -341,7 +332,7 @@ fn member_queues(app: &AppState, server: &str, interface: &str, dynamic_only: bo
                 .filter(|q| {
                     q.members
                         .get(interface)
-                        .is_some_and(|m| !dynamic_only || m.membership != "static")
+                        .is_some_and(|m| !dynamic_only || !m.membership.is_static())
                 })
                 .map(|q| q.name.to_string())
                 .collect()
@@ -433,14 +424,7 @@ async fn login(
 ) -> Result<(), Answer> {
     let (server, iface) = (agent.server.as_str(), agent.interface.as_str());
     if r.login {
-        let command = Command::Login {
-            queue: queue.to_owned(),
-            interface: iface.to_owned(),
-            member_name: agent.display_name.clone(),
-            state_interface: agent.state_interface.clone(),
-            penalty: None,
-            paused: r.paused.then(|| r.reason.clone()),
-        };
+        let command = Command::login(agent, queue, None, r.paused.then(|| r.reason.clone()));
         run(app, who, agent, command).await?;
         app.deadlines.cancel(server, queue, iface, Which::Logout);
         if r.paused && r.unpause_after > 0 {
@@ -503,13 +487,14 @@ fn ext_id(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>,
 /// `queue_ids`: the queue names of a comma-separated id list, or `None` when absent.
 fn queue_ids(
     app: &AppState,
+    who: &Principal,
     params: &HashMap<String, String>,
 ) -> Result<Option<Vec<String>>, Answer> {
     match params.get("queue_ids").filter(|v| !v.trim().is_empty()) {
         None => Ok(None),
         Some(ids) => ids
             .split(',')
-            .map(|id| queue_by_id(app, id).map(|(_, q)| q))
+            .map(|id| queue_name(app, who, id, "queue_ids"))
             .collect::<Result<_, _>>()
             .map(Some),
     }
@@ -531,7 +516,7 @@ async fn queue_agent_pause(State(app): State<AppState>, Query(params): Params) -
             let paused = operation(&params)?;
             let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
             let ext_ids = required(&params, "ext_ids")?;
-            let (_, queue) = queue_by_id(&app, required(&params, "queue_id")?)?;
+            let queue = queue_name(&app, &who, required(&params, "queue_id")?, "queue_id")?;
             let reason = params.get("reason").map_or("", String::as_str);
             for a in &agents(&app, ext_ids)? {
                 let qs = Some(vec![queue.clone()]);
@@ -551,7 +536,7 @@ async fn agent_pause(State(app): State<AppState>, Query(params): Params) -> Answ
             let paused = operation(&params)?;
             let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
             let agent = ext_id(&app, &params)?;
-            let queues = queue_ids(&app, &params)?;
+            let queues = queue_ids(&app, &who, &params)?;
             let reason = params.get("reason").map_or("", String::as_str);
             pause(&app, &who, &agent, queues, paused, reason, unpause_after).await
         }
@@ -566,7 +551,7 @@ async fn queue_agent_login(State(app): State<AppState>, Query(params): Params) -
             let who = Principal::User(caller(&app, &params)?);
             let request = LoginRequest::parse(&params)?;
             let ext_ids = required(&params, "ext_ids")?;
-            let (_, queue) = queue_by_id(&app, required(&params, "queue_id")?)?;
+            let queue = queue_name(&app, &who, required(&params, "queue_id")?, "queue_id")?;
             for a in &agents(&app, ext_ids)? {
                 login(&app, &who, a, &queue, &request).await?;
             }
@@ -584,7 +569,7 @@ async fn agent_login(State(app): State<AppState>, Query(params): Params) -> Answ
             let who = Principal::User(caller(&app, &params)?);
             let request = LoginRequest::parse(&params)?;
             let agent = ext_id(&app, &params)?;
-            let queues = match queue_ids(&app, &params)? {
+            let queues = match queue_ids(&app, &who, &params)? {
                 Some(qs) => qs,
                 None if request.login => agent.queues.iter().cloned().collect(),
                 None => member_queues(&app, &agent.server, &agent.interface, true),
@@ -620,26 +605,21 @@ fn ring_strategy(strategy: &str) -> &'static str {
 /// device is On Hold exactly when the caller put the agent on hold (5); when the agent holds
 /// the caller, the agent's channel stays up and the device In use (2) — Yeastar's "if the
 /// agent holds, the value stays 2".
-fn device_call_status(status: i64) -> i64 {
+fn device_call_status(status: DeviceState) -> i64 {
     match status {
-        1 => 1,
-        2 | 3 => 2,
-        6 => 3,
-        7 => 4,
-        8 => 5,
+        DeviceState::NotInUse => 1,
+        DeviceState::InUse | DeviceState::Busy => 2,
+        DeviceState::Ringing => 3,
+        DeviceState::RingInUse => 4,
+        DeviceState::OnHold => 5,
         _ => 0,
     }
 }
 
 /// (name, extension number) of a member: the configured user's, else Asterisk's.
 fn identity(directory: &Directory, server: &str, member: &Member) -> (String, String) {
-    match directory.by_interface(server, &member.interface) {
-        Some(u) => (u.display_name.clone(), u.number().to_owned()),
-        None => (
-            member.name.clone(),
-            extension_of(&member.interface).to_owned(),
-        ),
-    }
+    let agent = view::Agent::of_member(directory, server, member);
+    (agent.name, agent.number)
 }
 
 fn list_item(name: &str, number: &str) -> Value {
@@ -655,7 +635,7 @@ fn queue_item(directory: &Directory, q: &Queue) -> Value {
     for m in q.members.values() {
         let (name, number) = identity(directory, server, m);
         listed.insert(m.interface.as_str());
-        if m.membership == "static" {
+        if m.membership.is_static() {
             statics.push(list_item(&name, &number));
         } else {
             dynamic.push(list_item(&name, &number));
@@ -785,11 +765,11 @@ fn with_queue<R>(
     key: &str,
     f: impl FnOnce(&Queue) -> R,
 ) -> Result<R, Answer> {
-    let id: u64 = id.parse().map_err(|_| parameter_error(key, id))?;
-    app.hub.read(|s| match s.queues().find(|q| q.id == id) {
-        None => Err(error(40004, "RESOURCE NOT FOUND")),
-        Some(q) if !who.can_see(q) => Err(error(20001, "PERMISSION DENIED")),
-        Some(q) => Ok(f(q)),
+    let id: u64 = id.trim().parse().map_err(|_| parameter_error(key, id))?;
+    app.hub.read(|s| match view::queue_by_id(s, who, id) {
+        Err(view::Unseen::Missing) => Err(error(40004, "RESOURCE NOT FOUND")),
+        Err(view::Unseen::Hidden) => Err(error(20001, "PERMISSION DENIED")),
+        Ok(q) => Ok(f(q)),
     })
 }
 
@@ -924,7 +904,7 @@ async fn agent_status(State(app): State<AppState>, Query(params): Params) -> Ans
                     "is_pause": i64::from(m.paused),
                     "call_status": device_call_status(m.status),
                     "pause_reason": if m.paused { m.paused_reason.as_str() } else { "" },
-                    "agent_type": if m.membership == "static" { "static" } else { "dynamic" },
+                    "agent_type": if m.membership.is_static() { "static" } else { "dynamic" },
                     "max_threshold_for_pause_time": pause,
                     "max_threshold_for_logout_time": logout,
                 }));

@@ -10,7 +10,7 @@ use super::{
     Caller, Change, ChangeKind, ConnectedCall, Input, LinkChange, Member, Queue, QueueStats,
     QueueStatus, Ringing, Scope, State, What,
 };
-use crate::state::status_name;
+use crate::state::{DeviceState, Membership};
 
 /// Folds one input into the state and returns what changed, in order.
 pub fn apply(state: &mut State, input: &Input) -> Vec<Change> {
@@ -52,15 +52,14 @@ fn member_from(f: &MemberFields<'_>) -> Member {
         interface: f.interface.to_owned(),
         name: f.name.to_owned(),
         state_interface: f.state_interface.to_owned(),
-        membership: f.membership.to_owned(),
+        membership: Membership::from_ami(f.membership),
         penalty: f.penalty,
         calls_taken: f.calls_taken,
         last_call: f.last_call,
         last_pause: f.last_pause,
         login_time: f.login_time,
         in_call: f.in_call,
-        status: f.status,
-        status_name: status_name(f.status),
+        status: DeviceState::from_code(f.status),
         paused: f.paused,
         paused_reason: f.paused_reason.to_owned(),
         wrapup_time: f.wrapup_time,
@@ -96,15 +95,14 @@ fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
     let changes = [
         set_str(&mut m.name, f.name),
         set_str(&mut m.state_interface, f.state_interface),
-        set_str(&mut m.membership, f.membership),
+        set(&mut m.membership, Membership::from_ami(f.membership)),
         set(&mut m.penalty, f.penalty),
         set(&mut m.calls_taken, calls_taken),
         set(&mut m.last_call, last_call),
         set(&mut m.last_pause, f.last_pause),
         set(&mut m.login_time, f.login_time),
         set(&mut m.in_call, f.in_call),
-        set(&mut m.status, f.status),
-        set(&mut m.status_name, status_name(f.status)),
+        set(&mut m.status, DeviceState::from_code(f.status)),
         set(&mut m.paused, f.paused),
         set_str(&mut m.paused_reason, f.paused_reason),
         set(&mut m.wrapup_time, f.wrapup_time),
