@@ -26,7 +26,7 @@ pub mod yeastar;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .merge(telecomx::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn(count_request))
+        .layer(middleware::from_fn(error::request_id))
         .with_state(state)
 }
 
@@ -158,23 +159,11 @@ async fn count_request(req: Request, next: Next) -> Response {
     response
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The token of an `Authorization: Bearer …` header.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
 async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    match bearer(req.headers()) {
-        Some(t) if same_secret(t.as_bytes(), app.api_token().as_bytes()) => next.run(req).await,
+    match auth::bearer(req.headers()) {
+        Some(t) if auth::same_secret(t.as_bytes(), app.api_token().as_bytes()) => {
+            next.run(req).await
+        }
         Some(_) => ApiError::Unauthorized("invalid bearer token").into_response(),
         None => ApiError::Unauthorized("missing bearer token").into_response(),
     }
@@ -183,8 +172,8 @@ async fn require_token(State(app): State<AppState>, req: Request, next: Next) ->
 /// `GET /healthz`: 200 or 503 for anyone (a load balancer or systemd probe needs no secret);
 /// the links' details — server ids and failure reasons — only with the API token.
 async fn healthz(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    let detailed =
-        bearer(&headers).is_some_and(|t| same_secret(t.as_bytes(), app.api_token().as_bytes()));
+    let detailed = auth::bearer(&headers)
+        .is_some_and(|t| auth::same_secret(t.as_bytes(), app.api_token().as_bytes()));
     let (ok, servers) = app.hub.read(|s| {
         let servers: Vec<_> = s
             .servers

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -28,14 +29,14 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{LoginError, Source};
+use super::auth::{self, LoginError, Source};
+use super::error::{internal, status_of};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
 use crate::clock::now_secs;
 use crate::command::{Code, Command, CommandError};
 use crate::history::{CallRecord, Query as HistoryQuery};
 use crate::state::{Member, Queue};
-use crate::tokens::Kind;
 use crate::view;
 
 /// Telecom X's token lifetime.
@@ -80,15 +81,18 @@ fn no_queue() -> Error {
     err(StatusCode::NOT_FOUND, "id", "queue not found")
 }
 
+/// A command's failure: the status every API gives it ([`status_of`]), except that Telecom X
+/// refuses removing a permanent member with 403 and reports Asterisk's refusal as its
+/// `internal_error` (500); the key names what was wrong.
 fn command_error(e: CommandError) -> Error {
     let (status, key) = match e.code {
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "bad_request"),
-        Code::Forbidden => (StatusCode::FORBIDDEN, "access_denied"),
+        Code::InvalidArgument => (status_of(e.code), "bad_request"),
+        Code::Forbidden => (status_of(e.code), "access_denied"),
         Code::NotDynamic => (StatusCode::FORBIDDEN, "dynamic"),
-        Code::NoSuchServer | Code::NoSuchQueue => (StatusCode::NOT_FOUND, "id"),
-        Code::NotMember | Code::NoSuchCaller => (StatusCode::NOT_FOUND, "member"),
-        Code::NotConnected | Code::Busy => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        Code::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        Code::NoSuchServer | Code::NoSuchQueue => (status_of(e.code), "id"),
+        Code::NotMember | Code::NoSuchCaller => (status_of(e.code), "member"),
+        Code::NotConnected | Code::Busy => (status_of(e.code), "unavailable"),
+        Code::Timeout => (status_of(e.code), "timeout"),
         Code::Refused => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
     };
     err(status, key, e.message)
@@ -172,16 +176,7 @@ fn access_level(u: &User) -> &'static str {
 
 /// The token of a request: `?token=`, else the `token` cookie.
 fn token_of(params: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
-    if let Some(t) = params.get("token").filter(|t| !t.is_empty()) {
-        return Some(t.clone());
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix("token=").map(str::to_owned))
-        .filter(|t| !t.is_empty())
+    auth::query_or_cookie(params, headers, "token")
 }
 
 /// The user behind the request's token.
@@ -198,16 +193,20 @@ fn caller(
         )
     })?;
     let expired = || err(StatusCode::UNAUTHORIZED, "expired", "session expired");
-    let name = app
-        .telecomx_tokens
-        .user(&token, Kind::Access)
-        .ok_or_else(expired)?;
-    app.commands
-        .access()
-        .directory()
-        .user(&name)
-        .cloned()
-        .ok_or_else(expired)
+    auth::signed_in(app, &app.telecomx_tokens, &token).ok_or_else(expired)
+}
+
+/// The signed-in user of a request (`?token=` or the `token` cookie), as a handler argument:
+/// 401 `credentials_invalid` without a token, `expired` for a dead one.
+struct SignedIn(Arc<User>);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
+        let params = Params::try_from_uri(&parts.uri).map_or_else(|_| HashMap::new(), |q| q.0);
+        caller(app, &params, &parts.headers).map(SignedIn)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -311,10 +310,9 @@ async fn login(app: AppState, source: std::net::IpAddr, l: Login) -> Response {
 /// `GET /auth/logout`: every token of the user ends.
 async fn logout(
     State(app): State<AppState>,
-    Query(params): Params,
-    headers: HeaderMap,
+    Query(_): Params,
+    SignedIn(user): SignedIn,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &params, &headers)?;
     app.telecomx_tokens.revoke_user(&user.name);
     Ok(Json(json!({ "success": true })))
 }
@@ -494,7 +492,7 @@ async fn members_of(app: &AppState, who: &Principal, id: &str) -> Result<Vec<Val
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
-                e.to_string(),
+                internal("reading the call history", e),
             )
         })?;
     let directory = app.commands.access().directory();
@@ -519,9 +517,9 @@ async fn queue(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(params): Params,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let who = Principal::User(caller(&app, &params, &headers)?);
+    let who = Principal::User(me);
     let (with_members, with_callers) = (flag(&params, "members")?, flag(&params, "callers")?);
     let members = if with_members {
         Some(members_of(&app, &who, &id).await?)
@@ -561,10 +559,10 @@ async fn queue(
 async fn callers(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(params): Params,
-    headers: HeaderMap,
+    Query(_): Params,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let who = Principal::User(caller(&app, &params, &headers)?);
+    let who = Principal::User(me);
     let directory = app.commands.access().directory();
     let hosts = Hosts::of(&app);
     with_queue(&app, &who, &id, |q| {
@@ -576,10 +574,10 @@ async fn callers(
 async fn members(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Query(params): Params,
-    headers: HeaderMap,
+    Query(_): Params,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let who = Principal::User(caller(&app, &params, &headers)?);
+    let who = Principal::User(me);
     Ok(Json(json!(members_of(&app, &who, &id).await?)))
 }
 
@@ -810,10 +808,10 @@ async fn update(
 async fn leave(
     State(app): State<AppState>,
     Path((id, member)): Path<(String, String)>,
-    Query(params): Params,
-    headers: HeaderMap,
+    Query(_): Params,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let who = Principal::User(caller(&app, &params, &headers)?);
+    let who = Principal::User(me);
     let (server, queue, m) = member_by_id(&app, &who, &id, &member)?;
     if m.membership.is_static() {
         return Err(err(
@@ -898,9 +896,9 @@ async fn calls(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(params): Params,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let who = Principal::User(caller(&app, &params, &headers)?);
+    let who = Principal::User(me);
     let (server, queue, qid) = with_queue(&app, &who, &id, |q| {
         (q.server.to_string(), q.name.to_string(), queue_id(q))
     })?;
@@ -941,7 +939,7 @@ async fn calls(
         err(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            e.to_string(),
+            internal("reading the call history", e),
         )
     })?;
     let directory = app.commands.access().directory();
@@ -994,9 +992,8 @@ fn call_json(directory: &Directory, hosts: &Hosts, queue_id: &str, r: &CallRecor
 async fn app_queues(
     State(app): State<AppState>,
     Query(params): Params,
-    headers: HeaderMap,
+    SignedIn(me): SignedIn,
 ) -> Result<Json<Value>> {
-    let me = caller(&app, &params, &headers)?;
     let who = Principal::User(me.clone());
     let all = flag(&params, "all")?;
     let only = params.get("queue").cloned();

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Form, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -33,7 +34,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{LoginError, Source};
+use super::auth::{self, LoginError, Source};
+use super::error::{internal, status_of};
 use super::AppState;
 use crate::access::User;
 use crate::command::{Code, CommandError};
@@ -105,15 +107,19 @@ fn unauthorized(message: impl Into<String>) -> Error {
     error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
 }
 
+/// A command's failure: the status every API gives it ([`status_of`]), except where PortSIP's
+/// file has no such status: a static member's logout is a `VALIDATE_FAILED` 400, Asterisk's
+/// refusal its `UNKNOWN` 500.
 fn command_error(e: CommandError) -> Error {
     let (status, code) = match e.code {
-        Code::InvalidArgument | Code::NotDynamic => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
-        Code::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        Code::InvalidArgument => (status_of(e.code), "VALIDATE_FAILED"),
+        Code::NotDynamic => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
+        Code::Forbidden => (status_of(e.code), "FORBIDDEN"),
         Code::NoSuchServer | Code::NoSuchQueue | Code::NotMember | Code::NoSuchCaller => {
-            (StatusCode::NOT_FOUND, "NOT_FOUND")
+            (status_of(e.code), "NOT_FOUND")
         }
-        Code::NotConnected | Code::Busy => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-        Code::Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT"),
+        Code::NotConnected | Code::Busy => (status_of(e.code), "UNAVAILABLE"),
+        Code::Timeout => (status_of(e.code), "TIMEOUT"),
         Code::Refused => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
     };
     error(status, code, e.message)
@@ -140,7 +146,10 @@ fn server_error(e: ServerError) -> Error {
         ServerError::Internal(_) => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
         ServerError::Duplicate(_) => (StatusCode::CONFLICT, "CONFLICT"),
         ServerError::TooMany => (StatusCode::BAD_REQUEST, "VALIDATE_FAILED"),
-        ServerError::Persist(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        ServerError::Persist(_) => {
+            let message = internal("saving the queue servers", &e);
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message);
+        }
     };
     error(status, code, e.to_string())
 }
@@ -179,26 +188,9 @@ pub fn router() -> Router<AppState> {
 
 /// The signed-in user of a request.
 fn caller(app: &AppState, headers: &HeaderMap) -> Result<Arc<User>> {
-    let token = bearer(headers).ok_or_else(|| unauthorized("missing bearer token"))?;
-    let name = app
-        .portsip_tokens
-        .user(token, Kind::Access)
-        .ok_or_else(|| unauthorized("invalid or expired token"))?;
-    app.commands
-        .access()
-        .directory()
-        .user(&name)
-        .cloned()
+    let token = auth::bearer(headers).ok_or_else(|| unauthorized("missing bearer token"))?;
+    auth::signed_in(app, &app.portsip_tokens, token)
         .ok_or_else(|| unauthorized("invalid or expired token"))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
 }
 
 /// The signed-in user, who must be an admin.
@@ -211,6 +203,28 @@ fn admin(app: &AppState, headers: &HeaderMap) -> Result<Arc<User>> {
             "{} is not an admin of queues and queue servers",
             user.name
         )))
+    }
+}
+
+/// The signed-in user of a request, as a handler argument (401 `UNAUTHORIZED` without one).
+pub(super) struct SignedIn(pub(super) Arc<User>);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
+        caller(app, &parts.headers).map(SignedIn)
+    }
+}
+
+/// A signed-in admin, as a handler argument (403 `FORBIDDEN` for anyone else).
+pub(super) struct Admin(pub(super) Arc<User>);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
+        admin(app, &parts.headers).map(Admin)
     }
 }
 
@@ -311,14 +325,13 @@ async fn refresh_token(
 
 async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> Result<StatusCode> {
     caller(&app, &headers)?;
-    if let Some(t) = bearer(&headers) {
+    if let Some(t) = auth::bearer(&headers) {
         app.portsip_tokens.revoke(t);
     }
     Ok(StatusCode::OK)
 }
 
-async fn auth_user(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
+async fn auth_user(SignedIn(user): SignedIn) -> Result<Json<Value>> {
     Ok(Json(json!({
         "role": role(&user),
         "password_verified": true,

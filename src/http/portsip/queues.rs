@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -24,8 +24,8 @@ use tracing::warn;
 
 use super::odata::{Field, Type};
 use super::{
-    admin, body, caller, command_error, conf_error, forbidden, invalid, invalid_fields, not_found,
-    paged, Result,
+    body, command_error, conf_error, forbidden, invalid, invalid_fields, not_found, paged, Admin,
+    Result, SignedIn,
 };
 use crate::access::{Principal, User};
 use crate::clock::now_secs;
@@ -211,10 +211,9 @@ fn detail(q: &Queue, conf: Option<&QueueConf>, attrs: &Attributes) -> Value {
 
 async fn list(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     paged(
         &params,
         FIELDS,
@@ -253,10 +252,9 @@ async fn visible_summaries(
 
 async fn show(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let d = definitions(&app, &q.server).await;
     Ok(Json(detail(&q, d.queues.get(&*q.name), &d.attributes)))
@@ -264,10 +262,9 @@ async fn show(
 
 async fn status(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let online = app.hub.read(|s| view::link_up(s, &q.server));
     Ok(Json(
@@ -581,10 +578,9 @@ fn attributes(queue: &str, extras: &Extras) -> Vec<(Attribute, Option<String>)> 
 
 async fn create(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     b: Result<Json<QueueBody>, JsonRejection>,
 ) -> Result<Json<Value>> {
-    admin(&app, &headers)?;
     let b = body(b)?;
     let mut missing = Vec::new();
     for (field, given) in [
@@ -653,11 +649,10 @@ async fn create(
 
 async fn update(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Admin(user): Admin,
     Path(id): Path<String>,
     b: Result<Json<QueueBody>, JsonRejection>,
 ) -> Result<StatusCode> {
-    let user = admin(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let b = body(b)?;
     if b.extension_number.is_some() || b.call_queue_server_id.is_some() {
@@ -697,10 +692,9 @@ async fn managed_exclusively(app: &AppState, q: &Queue) -> Result<(Exclusive, Qu
 
 async fn destroy(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Admin(user): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let user = admin(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let one = app.queues_conf.exclusive().await.map_err(conf_error)?;
     app.queues_conf
@@ -720,10 +714,9 @@ async fn destroy(
 
 async fn waiting(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let now = now_secs();
     let items: Vec<Value> = q
@@ -743,10 +736,9 @@ async fn waiting(
 
 async fn pickup(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path((id, session)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     if user.server != *q.server {
         return Err(forbidden(format!(
@@ -815,10 +807,9 @@ fn agent_view(q: &Queue, a: &Agent, with_status: bool) -> Value {
 
 async fn agents(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let items: Vec<Value> = agents_of(&app, &q)
         .iter()
@@ -852,11 +843,10 @@ struct AgentList {
 /// changes nothing.
 async fn set_agents(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Admin(user): Admin,
     Path(id): Path<String>,
     b: Result<Json<AgentList>, JsonRejection>,
 ) -> Result<StatusCode> {
-    let user = admin(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let list = body(b)?;
     let directory = app.commands.access().directory();
@@ -941,10 +931,9 @@ fn find_agent<'q>(app: &AppState, q: &'q Queue, number: &str) -> Result<Agent<'q
 
 async fn agent(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path((id, number)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let a = find_agent(&app, &q, agent_number(&number)?)?;
     Ok(Json(agent_view(&q, &a, true)))
@@ -1020,11 +1009,10 @@ async fn set_status(
 
 async fn set_agent_status(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path((id, number)): Path<(String, String)>,
     b: Result<Json<StatusBody>, JsonRejection>,
 ) -> Result<StatusCode> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let a = find_agent(&app, &q, agent_number(&number)?)?;
     let b = body(b)?;
@@ -1071,27 +1059,24 @@ fn own_agent_entry<'q>(app: &AppState, u: &User, q: &'q Queue) -> Result<Agent<'
         .ok_or_else(|| not_found(format!("{} is not an agent of queue {}", u.name, q.name)))
 }
 
-async fn own_queues(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
+async fn own_queues(State(app): State<AppState>, SignedIn(user): SignedIn) -> Result<Json<Value>> {
     Ok(queues_of(&app, &user).await)
 }
 
 async fn user_queues(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(who): SignedIn,
     Path(name): Path<String>,
 ) -> Result<Json<Value>> {
-    let who = caller(&app, &headers)?;
     let u = subject(&app, &who, &name)?;
     Ok(queues_of(&app, &u).await)
 }
 
 async fn own_agent(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let a = own_agent_entry(&app, &user, &q)?;
     Ok(Json(agent_view(&q, &a, true)))
@@ -1099,10 +1084,9 @@ async fn own_agent(
 
 async fn user_agent(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(who): SignedIn,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>> {
-    let who = caller(&app, &headers)?;
     let u = subject(&app, &who, &name)?;
     let q = find(&app, &who, &id)?;
     let a = own_agent_entry(&app, &u, &q)?;
@@ -1111,11 +1095,10 @@ async fn user_agent(
 
 async fn set_own_status(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(user): SignedIn,
     Path(id): Path<String>,
     b: Result<Json<StatusBody>, JsonRejection>,
 ) -> Result<StatusCode> {
-    let user = caller(&app, &headers)?;
     let q = find(&app, &user, &id)?;
     let a = own_agent_entry(&app, &user, &q)?;
     let b = body(b)?;
@@ -1125,11 +1108,10 @@ async fn set_own_status(
 
 async fn set_user_status(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(who): SignedIn,
     Path((name, id)): Path<(String, String)>,
     b: Result<Json<StatusBody>, JsonRejection>,
 ) -> Result<StatusCode> {
-    let who = caller(&app, &headers)?;
     let u = subject(&app, &who, &name)?;
     let q = find(&app, &who, &id)?;
     let a = own_agent_entry(&app, &u, &q)?;

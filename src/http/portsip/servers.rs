@@ -9,14 +9,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::odata::{Field, Type};
-use super::{admin, body, invalid, invalid_fields, not_found, paged, server_error, Result};
+use super::{body, invalid, invalid_fields, not_found, paged, server_error, Admin, Result};
 use crate::http::AppState;
 use crate::servers::{NewServer, Origin, ServerInfo};
 use crate::view;
@@ -78,20 +78,18 @@ fn find(app: &AppState, id: &str) -> Result<ServerInfo> {
 
 async fn list(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    admin(&app, &headers)?;
     let items = app.commands.servers().list().iter().map(view).collect();
     paged(&params, FIELDS, items)
 }
 
 async fn show(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    admin(&app, &headers)?;
     Ok(Json(view(&find(&app, &id)?)))
 }
 
@@ -120,10 +118,9 @@ fn yes() -> bool {
 
 async fn create(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     b: Result<Json<Create>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    admin(&app, &headers)?;
     let b = body(b)?;
     let name = b.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 64 {
@@ -190,11 +187,10 @@ struct Update {
 
 async fn update(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
     b: Result<Json<Update>, JsonRejection>,
 ) -> Result<StatusCode> {
-    admin(&app, &headers)?;
     let server = find(&app, &id)?;
     let b = body(b)?;
     app.commands
@@ -207,10 +203,9 @@ async fn update(
 
 async fn destroy(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    admin(&app, &headers)?;
     let server = find(&app, &id)?;
     app.commands
         .servers()
@@ -224,10 +219,9 @@ async fn destroy(
 /// (used = total − free − buffers, percent); Asterisk reports no CPU figure, so `cpu_usage` is 0.
 async fn status(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    admin(&app, &headers)?;
     let server = find(&app, &id)?;
     let online = app.hub.read(|s| view::link_up(s, &server.id));
     // A failed read only means an unknown figure.

@@ -29,8 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,7 +41,7 @@ use serde_json::{json, Value};
 
 mod subscribe;
 
-use super::auth::{LoginError, Source};
+use super::auth::{self, LoginError, Source};
 use super::AppState;
 use crate::access::{extension_of, Directory, Principal, User};
 use crate::clock::now_secs;
@@ -141,16 +142,20 @@ type Params = Query<HashMap<String, String>>;
 /// The user behind `?access_token=`, resolved in the current directory.
 fn caller(app: &AppState, params: &HashMap<String, String>) -> Result<Arc<User>, Answer> {
     let token = params.get("access_token").ok_or_else(token_expired)?;
-    let name = app
-        .yeastar_tokens
-        .user(token, Kind::Access)
-        .ok_or_else(token_expired)?;
-    app.commands
-        .access()
-        .directory()
-        .user(&name)
-        .cloned()
-        .ok_or_else(token_expired)
+    auth::signed_in(app, &app.yeastar_tokens, token).ok_or_else(token_expired)
+}
+
+/// The signed-in user of a request (`?access_token=`), as a handler argument: a request
+/// without a live token is answered `TOKEN EXPIRED`.
+struct SignedIn(Arc<User>);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Answer;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Answer> {
+        let Query(params) = Params::try_from_uri(&parts.uri).map_err(|_| token_expired())?;
+        caller(app, &params).map(SignedIn)
+    }
 }
 
 /// [`caller`] for the event push: the user, or `None` (answer `TOKEN EXPIRED`).
@@ -249,10 +254,7 @@ async fn del_token(State(app): State<AppState>, Query(params): Params) -> Answer
     }
 }
 
-async fn pause_reasons(State(app): State<AppState>, Query(params): Params) -> Answer {
-    if let Err(a) = caller(&app, &params) {
-        return a;
-    }
+async fn pause_reasons(State(app): State<AppState>, Query(_): Params, _: SignedIn) -> Answer {
     let directory = app.commands.access().directory();
     success(json!({ "data": directory.pause_reasons() }))
 }
@@ -509,10 +511,14 @@ fn done(result: Result<(), Answer>) -> Answer {
 }
 
 /// `queue/agent_pause?ext_ids=73,85&queue_id=2&operation=pause&reason=*01`
-async fn queue_agent_pause(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn queue_agent_pause(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     done(
         async {
-            let who = Principal::User(caller(&app, &params)?);
+            let who = Principal::User(me);
             let paused = operation(&params)?;
             let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
             let ext_ids = required(&params, "ext_ids")?;
@@ -529,10 +535,14 @@ async fn queue_agent_pause(State(app): State<AppState>, Query(params): Params) -
 }
 
 /// `agent/pause?ext_id=85&queue_ids=1,2&operation=pause&reason=*01` (no queue_ids = all).
-async fn agent_pause(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn agent_pause(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     done(
         async {
-            let who = Principal::User(caller(&app, &params)?);
+            let who = Principal::User(me);
             let paused = operation(&params)?;
             let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
             let agent = ext_id(&app, &params)?;
@@ -545,10 +555,14 @@ async fn agent_pause(State(app): State<AppState>, Query(params): Params) -> Answ
 }
 
 /// `queue/agent_login?ext_ids=21,24&queue_id=1&operation=login&is_paused=1&…`
-async fn queue_agent_login(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn queue_agent_login(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     done(
         async {
-            let who = Principal::User(caller(&app, &params)?);
+            let who = Principal::User(me);
             let request = LoginRequest::parse(&params)?;
             let ext_ids = required(&params, "ext_ids")?;
             let queue = queue_name(&app, &who, required(&params, "queue_id")?, "queue_id")?;
@@ -563,10 +577,14 @@ async fn queue_agent_login(State(app): State<AppState>, Query(params): Params) -
 
 /// `agent/login?ext_id=85&queue_ids=1,2&operation=login` — no queue_ids: log in to every
 /// queue the agent may join (its `queues`), or out of every queue it is a dynamic member of.
-async fn agent_login(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn agent_login(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     done(
         async {
-            let who = Principal::User(caller(&app, &params)?);
+            let who = Principal::User(me);
             let request = LoginRequest::parse(&params)?;
             let agent = ext_id(&app, &params)?;
             let queues = match queue_ids(&app, &who, &params)? {
@@ -720,11 +738,12 @@ fn page(params: &HashMap<String, String>, mut items: Vec<Value>) -> Result<Value
 }
 
 /// `queue/list?page=&page_size=&sort_by=&order_by=`
-async fn queue_list(State(app): State<AppState>, Query(params): Params) -> Answer {
-    let who = match caller(&app, &params) {
-        Ok(u) => Principal::User(u),
-        Err(a) => return a,
-    };
+async fn queue_list(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
+    let who = Principal::User(me);
     match page(&params, visible_queues(&app, &who)) {
         Ok(v) => success(v),
         Err(a) => a,
@@ -732,11 +751,12 @@ async fn queue_list(State(app): State<AppState>, Query(params): Params) -> Answe
 }
 
 /// `queue/search?search_value=…` — a case-insensitive match on number or name.
-async fn queue_search(State(app): State<AppState>, Query(params): Params) -> Answer {
-    let who = match caller(&app, &params) {
-        Ok(u) => Principal::User(u),
-        Err(a) => return a,
-    };
+async fn queue_search(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
+    let who = Principal::User(me);
     let needle = params
         .get("search_value")
         .map(|v| v.trim().to_lowercase())
@@ -774,9 +794,13 @@ fn with_queue<R>(
 }
 
 /// `queue/get?id=3`
-async fn queue_get(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn queue_get(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     let result = (|| {
-        let who = Principal::User(caller(&app, &params)?);
+        let who = Principal::User(me);
         let directory = app.commands.access().directory();
         with_queue(&app, &who, required(&params, "id")?, "id", |q| {
             queue_item(&directory, q)
@@ -789,9 +813,13 @@ async fn queue_get(State(app): State<AppState>, Query(params): Params) -> Answer
 }
 
 /// `queue/query?ids=1,2`
-async fn queue_query(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn queue_query(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     let result = (|| {
-        let who = Principal::User(caller(&app, &params)?);
+        let who = Principal::User(me);
         let directory = app.commands.access().directory();
         required(&params, "ids")?
             .split(',')
@@ -805,11 +833,14 @@ async fn queue_query(State(app): State<AppState>, Query(params): Params) -> Answ
 }
 
 /// `queue/call_status?id=3`: waiting, ringing and connected calls.
-fn call_lists(app: &AppState, params: &HashMap<String, String>) -> Result<Value, Answer> {
-    let who = Principal::User(caller(app, params)?);
+fn call_lists(
+    app: &AppState,
+    who: &Principal,
+    params: &HashMap<String, String>,
+) -> Result<Value, Answer> {
     let directory = app.commands.access().directory();
     let now = now_secs();
-    with_queue(app, &who, required(params, "id")?, "id", |q| {
+    with_queue(app, who, required(params, "id")?, "id", |q| {
         let waiting: Vec<Value> = q
             .callers
             .iter()
@@ -871,8 +902,12 @@ fn call_lists(app: &AppState, params: &HashMap<String, String>) -> Result<Value,
     })
 }
 
-async fn call_status(State(app): State<AppState>, Query(params): Params) -> Answer {
-    match call_lists(&app, &params) {
+async fn call_status(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
+    match call_lists(&app, &Principal::User(me), &params) {
         Ok(v) => success(v),
         Err(a) => a,
     }
@@ -880,9 +915,13 @@ async fn call_status(State(app): State<AppState>, Query(params): Params) -> Answ
 
 /// `queue/agent_status?id=3`: every member, and every configured dynamic agent of the queue
 /// who is logged out (`is_login` 0).
-async fn agent_status(State(app): State<AppState>, Query(params): Params) -> Answer {
+async fn agent_status(
+    State(app): State<AppState>,
+    Query(params): Params,
+    SignedIn(me): SignedIn,
+) -> Answer {
     let result = (|| {
-        let who = Principal::User(caller(&app, &params)?);
+        let who = Principal::User(me);
         let directory = app.commands.access().directory();
         let deadlines = &app.deadlines;
         with_queue(&app, &who, required(&params, "id")?, "id", |q| {
