@@ -61,7 +61,7 @@ pub async fn subscribe(
     Query(params): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(user) = super::caller_of(&app, &params) else {
+    let Some(user) = super::auth::caller_of(&app, &params) else {
         return super::error_answer(10004, "TOKEN EXPIRED");
     };
     let Ok(ws) = ws else {
