@@ -13,7 +13,9 @@
 //!   `403 FORBIDDEN`, `404 NOT_FOUND`, `409 CONFLICT`, `503 UNAVAILABLE` (AMI link down),
 //!   `504 TIMEOUT` (Asterisk did not confirm in time), `500 UNKNOWN` (Asterisk refused).
 
+mod agents;
 pub mod odata;
+mod queue_config;
 mod queues;
 mod servers;
 pub mod wsi;

@@ -30,7 +30,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::queues::{agent_status, queue_number};
+use super::agents::agent_status;
+use super::queues::queue_number;
 use crate::access::{Directory, Principal, User};
 use crate::clock::now_secs;
 use crate::http::auth::{LoginError, Source};
