@@ -846,6 +846,48 @@ mod tests {
             .is_ok()
     }
 
+    /// A server that refuses the connection is retried with a delay that doubles from
+    /// BACKOFF_MIN up to `backoff_max`, each with jitter in [d/2, d]; every failure is reported
+    /// down, and an action submitted meanwhile fails at once, never waits for the link.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_link_is_retried_with_capped_doubling_backoff_and_actions_fail_at_once() {
+        let mut cfg = config();
+        cfg.backoff_max = Duration::from_secs(4);
+        let (sink, mut inputs) = mpsc::channel(64);
+        let (handle, requests) = AmiHandle::new(cfg.id.clone());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(cfg, requests, sink, shutdown.clone()));
+        let mut downs = Vec::new();
+        while downs.len() < 7 {
+            let input = inputs.recv().await.expect("the client reports");
+            if let What::Link(LinkChange::Down(reason)) = input.what {
+                assert!(!reason.is_empty());
+                downs.push(Instant::now());
+            }
+        }
+        let mut d = BACKOFF_MIN;
+        for gap in downs.windows(2).map(|w| w[1] - w[0]) {
+            assert!(
+                gap >= d / 2 && gap <= d + Duration::from_millis(50),
+                "{gap:?} for {d:?}"
+            );
+            d = (d * 2).min(Duration::from_secs(4));
+        }
+        let asked = Instant::now();
+        let answer = handle.send(Message::action("Ping")).await;
+        assert!(
+            matches!(answer, Err(ActionError::NotConnected { .. })),
+            "{answer:?}"
+        );
+        assert_eq!(
+            Instant::now(),
+            asked,
+            "no wait at all (the clock is paused)"
+        );
+        shutdown.cancel();
+        task.await.expect("the client stops");
+    }
+
     /// Asterisk answers in order: a Ping sent during a 40,000-queue QueueStatus is answered
     /// after the list, seconds later. While the list grows nothing expires; once it stops, the
     /// deadlines run out as usual.
