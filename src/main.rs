@@ -11,6 +11,12 @@ use tracing::{info, warn};
 
 use queuebridge::config::Config;
 
+/// jemalloc returns the pages a burst took (a resync, a stall that let queues fill) to the
+/// system within seconds, by its decay; glibc's malloc keeps most of them, and a long-running
+/// daemon's RSS only ever steps up (BENCHMARKS.md, "Soak").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Asterisk call queues, live and exact, for XMPP clients, vendor REST dialects and Prometheus.
 #[derive(Parser)]
 #[command(version, about)]
