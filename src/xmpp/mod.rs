@@ -4,7 +4,9 @@
 //! * [`events`] — the queue module's view of the state, and the events that keep it right;
 //! * [`sessions`] — client sessions, subscriptions, and who gets an event;
 //! * [`outbound`] — what the link writes, each event's headlines rendered to bytes once;
-//! * [`capped`] — the link's socket, with a cap on what one stanza may take.
+//! * [`capped`] — the link's socket, with a cap on what one stanza may take;
+//! * `link.rs` — the component link; `commands.rs` — command dispatch; `fan_out.rs` — the
+//!   fan-out (the three tasks below).
 //!
 //! Three tasks: the **link** owns the component stream — it logs in, reads stanzas, writes the
 //! outbound queue, pings the server when the link is quiet, and reconnects with backoff; the

@@ -182,8 +182,43 @@ pub fn router() -> Router<AppState> {
         .route("/login/oauth/token", post(oauth_token))
         .route("/login/oauth/revoke", post(sign_out))
         .merge(servers::router())
-        .merge(queues::router())
+        .merge(queue_routes())
         .fallback(|| async { not_found("no such endpoint") })
+}
+
+/// Call queues, their waiting lists and agents (rest-dialects.md §1.7), and the per-user views.
+fn queue_routes() -> Router<AppState> {
+    Router::new()
+        .route("/call_queues", get(queues::list).post(queue_config::create))
+        .route(
+            "/call_queues/{id}",
+            get(queues::show).post(queue_config::update),
+        )
+        .route("/call_queues/{id}/status", get(queues::status))
+        .route("/call_queues/{id}/destroy", post(queue_config::destroy))
+        .route("/call_queues/{id}/waiting", get(queues::waiting))
+        .route(
+            "/call_queues/{id}/waiting/{session_id}/pickup",
+            post(queues::pickup),
+        )
+        .route(
+            "/call_queues/{id}/agents",
+            get(agents::agents).post(agents::set_agents),
+        )
+        .route(
+            "/call_queues/{id}/agents/{agent_number}",
+            get(agents::agent).post(agents::set_agent_status),
+        )
+        .route("/user/call_queues", get(agents::own_queues))
+        .route(
+            "/user/call_queues/{id}/agent",
+            get(agents::own_agent).post(agents::set_own_status),
+        )
+        .route("/users/{user}/call_queues", get(agents::user_queues))
+        .route(
+            "/users/{user}/call_queues/{id}/agent",
+            get(agents::user_agent).post(agents::set_user_status),
+        )
 }
 
 // ---- Authentication ------------------------------------------------------------------------

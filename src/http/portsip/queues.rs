@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 use tracing::warn;
 
@@ -36,43 +35,6 @@ const FIELDS: &[Field] = &[
 
 /// app_queue's ring time when queues.conf sets none.
 const DEFAULT_TIMEOUT: i64 = 15;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/call_queues", get(list).post(super::queue_config::create))
-        .route(
-            "/call_queues/{id}",
-            get(show).post(super::queue_config::update),
-        )
-        .route("/call_queues/{id}/status", get(status))
-        .route(
-            "/call_queues/{id}/destroy",
-            post(super::queue_config::destroy),
-        )
-        .route("/call_queues/{id}/waiting", get(waiting))
-        .route(
-            "/call_queues/{id}/waiting/{session_id}/pickup",
-            post(pickup),
-        )
-        .route(
-            "/call_queues/{id}/agents",
-            get(super::agents::agents).post(super::agents::set_agents),
-        )
-        .route(
-            "/call_queues/{id}/agents/{agent_number}",
-            get(super::agents::agent).post(super::agents::set_agent_status),
-        )
-        .route("/user/call_queues", get(super::agents::own_queues))
-        .route(
-            "/user/call_queues/{id}/agent",
-            get(super::agents::own_agent).post(super::agents::set_own_status),
-        )
-        .route("/users/{user}/call_queues", get(super::agents::user_queues))
-        .route(
-            "/users/{user}/call_queues/{id}/agent",
-            get(super::agents::user_agent).post(super::agents::set_user_status),
-        )
-}
 
 /// The queue with this PortSIP id, if the user may see it.
 pub(super) fn find(app: &AppState, who: &Arc<User>, id: &str) -> Result<Queue> {
@@ -203,7 +165,7 @@ fn detail(q: &Queue, conf: Option<&QueueConf>, attrs: &Attributes) -> Value {
     v
 }
 
-async fn list(
+pub(super) async fn list(
     State(app): State<AppState>,
     SignedIn(user): SignedIn,
     Query(params): Query<HashMap<String, String>>,
@@ -244,7 +206,7 @@ pub(super) async fn visible_summaries(
     items
 }
 
-async fn show(
+pub(super) async fn show(
     State(app): State<AppState>,
     SignedIn(user): SignedIn,
     Path(id): Path<String>,
@@ -254,7 +216,7 @@ async fn show(
     Ok(Json(detail(&q, d.queues.get(&*q.name), &d.attributes)))
 }
 
-async fn status(
+pub(super) async fn status(
     State(app): State<AppState>,
     SignedIn(user): SignedIn,
     Path(id): Path<String>,
@@ -266,7 +228,7 @@ async fn status(
     ))
 }
 
-async fn waiting(
+pub(super) async fn waiting(
     State(app): State<AppState>,
     SignedIn(user): SignedIn,
     Path(id): Path<String>,
@@ -288,7 +250,7 @@ async fn waiting(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn pickup(
+pub(super) async fn pickup(
     State(app): State<AppState>,
     SignedIn(user): SignedIn,
     Path((id, session)): Path<(String, String)>,
