@@ -20,7 +20,8 @@
 //!   history in SQLite, written from the change stream), [`config`] (the one configuration
 //!   file, validated at load), [`command`] (agent commands with exactly one outcome each),
 //!   [`queues_conf`] (queue definitions changed through Asterisk), [`deadlines`] (timed
-//!   unpause and relogin), [`wiring`] (the core's running parts, started once);
+//!   unpause and relogin), [`timed`] (a pause with an automatic unpause, a logout
+//!   with an automatic log-in), [`wiring`] (the core's running parts, started once);
 //! * **front ends** — [`xmpp`] (the pascom "mobydick" XMPP component), [`http`] (the native
 //!   JSON API and its SSE stream, the Yeastar, Telecom X and PortSIP dialects with their event
 //!   pushes), [`exporter`] (Prometheus' `/metrics`);
@@ -50,6 +51,7 @@ pub mod servers;
 pub mod state;
 pub mod systemd;
 pub mod threads;
+pub mod timed;
 pub mod tokens;
 pub mod view;
 pub mod wiring;

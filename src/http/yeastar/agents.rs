@@ -3,6 +3,7 @@
 
 use super::auth::SignedIn;
 use super::*;
+use crate::timed::Timed;
 
 pub(super) async fn pause_reasons(
     State(app): State<AppState>,
@@ -46,94 +47,6 @@ pub(super) fn agent(app: &AppState, ext_id: &str) -> Result<Arc<User>, Answer> {
     found.ok_or_else(|| error(40004, "RESOURCE NOT FOUND"))
 }
 
-/// The state's sequence number now: changes after it are news to a deadline set now.
-pub(super) fn seq(app: &AppState) -> u64 {
-    app.hub.read(|s| s.seq)
-}
-
-/// Runs one command for `who` on `agent`'s server, as a Yeastar answer.
-pub(super) async fn run(
-    app: &AppState,
-    who: &Principal,
-    agent: &User,
-    command: Command,
-) -> Result<(), Answer> {
-    app.commands
-        .execute(who, &agent.server, command)
-        .await
-        .map(|_| ())
-        .map_err(|e| command_error(&e))
-}
-
-/// The queues `interface` is a member of on `server` (all of them when `dynamic_only` is false).
-pub(super) fn member_queues(
-    app: &AppState,
-    server: &str,
-    interface: &str,
-    dynamic_only: bool,
-) -> Vec<String> {
-    app.hub.read(|s| {
-        s.servers.get(server).map_or_else(Vec::new, |srv| {
-            srv.queues
-                .values()
-                .filter(|q| {
-                    q.members
-                        .get(interface)
-                        .is_some_and(|m| !dynamic_only || !m.membership.is_static())
-                })
-                .map(|q| q.name.to_string())
-                .collect()
-        })
-    })
-}
-
-/// Pauses or unpauses `agent` in `queues` (`None`: every queue it is a member of), then sets or
-/// clears the auto-unpause deadline of each.
-pub(super) async fn pause(
-    app: &AppState,
-    who: &Principal,
-    agent: &User,
-    queues: Option<Vec<String>>,
-    paused: bool,
-    reason: &str,
-    unpause_after: u64,
-) -> Result<(), Answer> {
-    let command = |queue| Command::Pause {
-        queue,
-        interface: agent.interface.clone(),
-        paused,
-        reason: if paused {
-            reason.to_owned()
-        } else {
-            String::new()
-        },
-    };
-    let queues = match queues {
-        Some(qs) => {
-            for q in &qs {
-                run(app, who, agent, command(Some(q.clone()))).await?;
-            }
-            qs
-        }
-        None => {
-            run(app, who, agent, command(None)).await?;
-            member_queues(app, &agent.server, &agent.interface, false)
-        }
-    };
-    let seq = seq(app);
-    for q in &queues {
-        if paused && unpause_after > 0 {
-            let (server, iface) = (&agent.server, &agent.interface);
-            app.deadlines
-                .set(server, q, iface, Due::Unpause, unpause_after, seq);
-        } else {
-            app.deadlines
-                .cancel(&agent.server, q, &agent.interface, Which::Pause);
-        }
-    }
-    Ok(())
-}
-
 /// What a login or logout asks, beyond who and where.
 pub(super) struct LoginRequest {
     login: bool,
@@ -161,6 +74,31 @@ impl LoginRequest {
     }
 }
 
+/// The timed commands over this request's state.
+fn timed(app: &AppState) -> Timed<'_> {
+    Timed {
+        commands: &app.commands,
+        hub: &app.hub,
+        deadlines: &app.deadlines,
+    }
+}
+
+/// Pauses or unpauses `agent` in `queues` (`None`: all of its queues), with the auto-unpause.
+pub(super) async fn pause(
+    app: &AppState,
+    who: &Principal,
+    agent: &User,
+    queues: Option<Vec<String>>,
+    paused: bool,
+    reason: &str,
+    unpause_after: u64,
+) -> Result<(), Answer> {
+    timed(app)
+        .pause(who, agent, queues, paused, reason, unpause_after)
+        .await
+        .map_err(|e| command_error(&e))
+}
+
 /// Logs `agent` in to or out of `queue` as a dynamic member, with the thresholds asked for.
 pub(super) async fn login(
     app: &AppState,
@@ -169,43 +107,14 @@ pub(super) async fn login(
     queue: &str,
     r: &LoginRequest,
 ) -> Result<(), Answer> {
-    let (server, iface) = (agent.server.as_str(), agent.interface.as_str());
-    if r.login {
-        let command = Command::login(agent, queue, None, r.paused.then(|| r.reason.clone()));
-        run(app, who, agent, command).await?;
-        app.deadlines.cancel(server, queue, iface, Which::Logout);
-        if r.paused && r.unpause_after > 0 {
-            let seq = seq(app);
-            app.deadlines
-                .set(server, queue, iface, Due::Unpause, r.unpause_after, seq);
-        }
-        return Ok(());
-    }
-    // Log back in as the member was: name, state interface and penalty.
-    let member = app
-        .hub
-        .read(|s| s.queue(server, queue)?.members.get(iface).cloned());
-    let relogin = Due::Relogin {
-        member_name: member
-            .as_ref()
-            .map_or(agent.display_name.clone(), |m| m.name.clone()),
-        state_interface: member
-            .as_ref()
-            .map_or(agent.state_interface.clone(), |m| m.state_interface.clone()),
-        penalty: member.as_ref().map_or(0, |m| m.penalty),
+    let t = timed(app);
+    let done = if r.login {
+        let paused = r.paused.then(|| r.reason.clone());
+        t.login(who, agent, queue, paused, r.unpause_after).await
+    } else {
+        t.logout(who, agent, queue, r.relogin_after).await
     };
-    let command = Command::Logout {
-        queue: queue.to_owned(),
-        interface: iface.to_owned(),
-    };
-    run(app, who, agent, command).await?;
-    app.deadlines.cancel(server, queue, iface, Which::Pause);
-    if r.relogin_after > 0 {
-        let seq = seq(app);
-        app.deadlines
-            .set(server, queue, iface, relogin, r.relogin_after, seq);
-    }
-    Ok(())
+    done.map_err(|e| command_error(&e))
 }
 
 /// Every agent of a comma-separated id list, resolved before anything is done, so a bad id
@@ -330,7 +239,7 @@ pub(super) async fn agent_login(
             let queues = match queue_ids(&app, &who, &params)? {
                 Some(qs) => qs,
                 None if request.login => agent.queues.iter().cloned().collect(),
-                None => member_queues(&app, &agent.server, &agent.interface, true),
+                None => timed(&app).member_queues(&agent.server, &agent.interface, true),
             };
             for q in &queues {
                 login(&app, &who, &agent, q, &request).await?;
