@@ -43,14 +43,17 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Most failure counts kept (names and addresses together).
 pub const MAX_TRACKED: usize = 10_000;
 
-/// Why a login was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a login was refused; shown as what every dialect tells the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoginError {
     /// Wrong user name or password.
+    #[error("wrong username or password")]
     Wrong,
     /// Every check slot stayed taken for [`CHECK_WAIT`]: nothing was checked.
+    #[error("too many logins; try again in {} s", self.retry_after_secs())]
     Busy,
     /// Too many failures for this name or address: try again after this long.
+    #[error("too many logins; try again in {} s", self.retry_after_secs())]
     Throttled(Duration),
 }
 

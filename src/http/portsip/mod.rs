@@ -298,7 +298,7 @@ async fn authenticate(
             ..error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TOO_MANY_REQUESTS",
-                format!("too many logins; try again in {} s", e.retry_after_secs()),
+                e.to_string(),
             )
         }),
     }

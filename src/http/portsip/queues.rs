@@ -23,7 +23,7 @@ use crate::clock::now_secs;
 use crate::http::AppState;
 use crate::queues_conf::{Attribute, Attributes, Definitions, QueueConf};
 use crate::state::Queue;
-use crate::view::{self};
+use crate::view;
 
 const FIELDS: &[Field] = &[
     ("id", Type::Text),
@@ -42,9 +42,9 @@ pub(super) fn find(app: &AppState, who: &Arc<User>, id: &str) -> Result<Queue> {
         .parse()
         .map_err(|_| invalid("Invalid call queue ID supplied"))?;
     let principal = Principal::User(who.clone());
+    // A queue the user may not see is not found, as PortSIP answers.
     app.hub
-        .read(|s| s.queues().find(|q| q.id == n).cloned())
-        .filter(|q| principal.can_see(q))
+        .read(|s| view::queue_by_id(s, &principal, n).ok().cloned())
         .ok_or_else(|| not_found("Call queue not found"))
 }
 

@@ -233,11 +233,7 @@ impl Wsi {
                         id,
                         "access_token , username , domain or password error",
                     )],
-                    Err(e) => vec![self.failure(
-                        "auth",
-                        id,
-                        &format!("too many logins; try again in {} s", e.retry_after_secs()),
-                    )],
+                    Err(e) => vec![self.failure("auth", id, &e.to_string())],
                 }
             }
             "subscribe" | "unsubscribe" => {

@@ -96,7 +96,7 @@ pub(super) async fn login(app: AppState, source: std::net::IpAddr, l: Login) -> 
             let body = err(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
-                format!("too many logins; try again in {secs} s"),
+                e.to_string(),
             );
             return ([(header::RETRY_AFTER, secs.to_string())], body).into_response();
         }

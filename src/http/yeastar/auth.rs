@@ -78,7 +78,7 @@ pub(super) async fn get_token(
         Err(e) => Answer(json!({
             "errcode": 10006,
             "errmsg": "TRY AGAIN LATER",
-            "submsg": format!("too many logins; try again in {} s", e.retry_after_secs()),
+            "submsg": e.to_string(),
         })),
     }
 }
