@@ -13,7 +13,7 @@
 //! The directory is reloadable: [`Access::replace`] swaps it atomically; requests already running
 //! keep the directory they started with.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
@@ -150,6 +150,8 @@ pub struct DirectoryError {
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     users: BTreeMap<String, Arc<User>>,
+    /// Agents by server, then member interface: every fan-out names members by interface.
+    by_interface: HashMap<String, HashMap<String, Arc<User>>>,
     pause_reasons: Vec<PauseReason>,
 }
 
@@ -275,8 +277,17 @@ impl Directory {
                 ));
             }
         }
+        let mut by_interface: HashMap<String, HashMap<String, Arc<User>>> = HashMap::new();
+        for u in by_name.values().filter(|u| u.is_agent()) {
+            by_interface
+                .entry(u.server.clone())
+                .or_default()
+                .entry(u.interface.clone())
+                .or_insert_with(|| u.clone());
+        }
         Ok(Self {
             users: by_name,
+            by_interface,
             pause_reasons: pause_reasons.to_vec(),
         })
     }
@@ -296,9 +307,7 @@ impl Directory {
         if interface.is_empty() {
             return None;
         }
-        self.users
-            .values()
-            .find(|u| u.server == server && u.interface == interface)
+        self.by_interface.get(server)?.get(interface)
     }
 
     /// The extension number of the member at `interface` on `server`: its user's number, else
