@@ -83,22 +83,6 @@ fn timed(app: &AppState) -> Timed<'_> {
     }
 }
 
-/// Pauses or unpauses `agent` in `queues` (`None`: all of its queues), with the auto-unpause.
-pub(super) async fn pause(
-    app: &AppState,
-    who: &Principal,
-    agent: &User,
-    queues: Option<Vec<String>>,
-    paused: bool,
-    reason: &str,
-    unpause_after: u64,
-) -> Result<(), Answer> {
-    timed(app)
-        .pause(who, agent, queues, paused, reason, unpause_after)
-        .await
-        .map_err(|e| command_error(&e))
-}
-
 /// Logs `agent` in to or out of `queue` as a dynamic member, with the thresholds asked for.
 pub(super) async fn login(
     app: &AppState,
@@ -175,7 +159,10 @@ pub(super) async fn queue_agent_pause(
             let reason = params.get("reason").map_or("", String::as_str);
             for a in &agents(&app, ext_ids)? {
                 let qs = Some(vec![queue.clone()]);
-                pause(&app, &who, a, qs, paused, reason, unpause_after).await?;
+                timed(&app)
+                    .pause(&who, a, qs, paused, reason, unpause_after)
+                    .await
+                    .map_err(|e| command_error(&e))?;
             }
             Ok(())
         }
@@ -197,7 +184,10 @@ pub(super) async fn agent_pause(
             let agent = ext_id(&app, &params)?;
             let queues = queue_ids(&app, &who, &params)?;
             let reason = params.get("reason").map_or("", String::as_str);
-            pause(&app, &who, &agent, queues, paused, reason, unpause_after).await
+            timed(&app)
+                .pause(&who, &agent, queues, paused, reason, unpause_after)
+                .await
+                .map_err(|e| command_error(&e))
         }
         .await,
     )
