@@ -28,9 +28,13 @@ pub(super) struct Pending {
 }
 
 /// The recorder: folds changes into rows.
+///
+/// A pending call is boxed: the table then holds a key and a pointer per slot (64 bytes), not
+/// the whole record (~400), so its growth by doubling costs megabytes, not the 35 MiB step
+/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak").
 #[derive(Default)]
 pub(super) struct Recorder {
-    pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Pending>,
+    pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Box<Pending>>,
 }
 
 impl Recorder {
@@ -45,7 +49,7 @@ impl Recorder {
                 if !self.pending.contains_key(&key) && self.pending.len() < MAX_PENDING {
                     self.pending.insert(
                         key,
-                        Pending {
+                        Box::new(Pending {
                             record: CallRecord {
                                 server: server.to_string(),
                                 queue: queue.to_string(),
@@ -57,7 +61,7 @@ impl Recorder {
                                 ..CallRecord::default()
                             },
                             left_at: None,
-                        },
+                        }),
                     );
                 }
             }
@@ -83,18 +87,20 @@ impl Recorder {
             ChangeKind::CallConnected { queue, call } => {
                 let key = (server.clone(), call.uniqueid.clone(), queue.clone());
                 let entered = call.connected_at - call.hold_time;
-                let p = self.pending.entry(key).or_insert_with(|| Pending {
-                    record: CallRecord {
-                        server: server.to_string(),
-                        queue: queue.to_string(),
-                        uniqueid: call.uniqueid.clone(),
-                        caller_number: call.caller_id_num.clone(),
-                        caller_name: call.caller_id_name.clone(),
-                        dialled: call.dialled.clone(),
-                        entered,
-                        ..CallRecord::default()
-                    },
-                    left_at: None,
+                let p = self.pending.entry(key).or_insert_with(|| {
+                    Box::new(Pending {
+                        record: CallRecord {
+                            server: server.to_string(),
+                            queue: queue.to_string(),
+                            uniqueid: call.uniqueid.clone(),
+                            caller_number: call.caller_id_num.clone(),
+                            caller_name: call.caller_id_name.clone(),
+                            dialled: call.dialled.clone(),
+                            entered,
+                            ..CallRecord::default()
+                        },
+                        left_at: None,
+                    })
                 });
                 p.left_at = None;
                 p.record.answered = Some(call.connected_at);
