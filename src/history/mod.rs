@@ -207,6 +207,22 @@ mod tests {
             .collect()
     }
 
+    /// At most MAX_PENDING calls are followed; a call beyond is counted, not recorded, and
+    /// the next sweep logs how many there were.
+    #[test]
+    fn calls_beyond_the_pending_limit_are_counted_not_followed() {
+        let mut r = Recorder::default();
+        for n in 0..MAX_PENDING {
+            r.observe(&joined(&format!("1.{n}"), 100), 100);
+        }
+        assert_eq!(r.pending.len(), MAX_PENDING);
+        r.observe(&joined("2.0", 100), 100);
+        r.observe(&joined("2.1", 100), 100);
+        assert_eq!((r.pending.len(), r.untracked()), (MAX_PENDING, 2));
+        r.sweep(101);
+        assert_eq!(r.untracked(), 0);
+    }
+
     #[test]
     fn answered_abandoned_and_unresolved_calls() {
         let mut r = Recorder::default();

@@ -1,10 +1,11 @@
 //! The pure side of the call history: a change of the state in, the rows it finishes out. No
 //! I/O and no clock (the time comes in with each change), so it is tested with plain values.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{CallRecord, Write, MAX_PENDING, UNRESOLVED_AFTER};
 use crate::state::{Change, ChangeKind};
@@ -35,6 +36,8 @@ pub(super) struct Pending {
 #[derive(Default)]
 pub(super) struct Recorder {
     pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Box<Pending>>,
+    /// Calls not followed since the last sweep: [`MAX_PENDING`] were pending already.
+    untracked: u64,
 }
 
 impl Recorder {
@@ -46,10 +49,13 @@ impl Recorder {
             | ChangeKind::CallerUpdated { queue, caller } => {
                 let caller = &caller.caller;
                 let key = (server.clone(), caller.uniqueid.clone(), queue.clone());
-                if !self.pending.contains_key(&key) && self.pending.len() < MAX_PENDING {
-                    self.pending.insert(
-                        key,
-                        Box::new(Pending {
+                let full = self.pending.len() >= MAX_PENDING;
+                let joined = matches!(c.kind, ChangeKind::CallerJoined { .. });
+                match self.pending.entry(key) {
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(_) if full => self.untracked += u64::from(joined),
+                    Entry::Vacant(slot) => {
+                        slot.insert(Box::new(Pending {
                             record: CallRecord {
                                 server: server.to_string(),
                                 queue: queue.to_string(),
@@ -61,8 +67,8 @@ impl Recorder {
                                 ..CallRecord::default()
                             },
                             left_at: None,
-                        }),
-                    );
+                        }));
+                    }
                 }
             }
             ChangeKind::CallerLeft {
@@ -149,9 +155,23 @@ impl Recorder {
         out
     }
 
+    /// Calls not followed since the last sweep.
+    #[cfg(test)]
+    pub(super) fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
     /// Writes callers that left unanswered without an abandon long ago as `unknown`, and
-    /// forgets calls pending for over a day.
+    /// forgets calls pending for over a day; logs the calls not followed since the last sweep.
     pub(super) fn sweep(&mut self, now: i64) -> Vec<Write> {
+        if self.untracked > 0 {
+            warn!(
+                calls = self.untracked,
+                limit = MAX_PENDING,
+                "call history: calls not recorded, too many calls pending"
+            );
+            self.untracked = 0;
+        }
         let mut out = Vec::new();
         let unresolved = UNRESOLVED_AFTER.as_secs() as i64;
         self.pending.retain(|_, p| match p.left_at {
