@@ -32,12 +32,24 @@ pub(super) struct Pending {
 ///
 /// A pending call is boxed: the table then holds a key and a pointer per slot (64 bytes), not
 /// the whole record (~400), so its growth by doubling costs megabytes, not the 35 MiB step
-/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak").
-#[derive(Default)]
+/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak"). The table is
+/// made for twice [`MAX_PENDING`] (262,144 slots, 16 MiB, touched as calls come): hashbrown
+/// clears the tombstones deletions leave by rehashing in place while at most half its capacity
+/// is live, so the table never grows again — with room for only `MAX_PENDING` it doubled once
+/// more at minute 11 of the soak, 10 MiB.
 pub(super) struct Recorder {
     pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Box<Pending>>,
     /// Calls not followed since the last sweep: [`MAX_PENDING`] were pending already.
     untracked: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            pending: HashMap::with_capacity(2 * MAX_PENDING),
+            untracked: 0,
+        }
+    }
 }
 
 impl Recorder {
