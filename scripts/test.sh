@@ -13,6 +13,10 @@ install() {
   if [ -z "$updated" ]; then apt-get update -qq; updated=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+# make and a C compiler build jemalloc, the binary's allocator (tikv-jemalloc-sys)
+if ! command -v make >/dev/null || ! command -v cc >/dev/null; then
+  install make gcc libc6-dev
+fi
 export QUEUEBRIDGE_ASTERISK_ROOT
 QUEUEBRIDGE_ASTERISK_ROOT=$(scripts/asterisk-rootfs)
 echo "== Asterisk: $(chroot "$QUEUEBRIDGE_ASTERISK_ROOT" /usr/sbin/asterisk -V)"
