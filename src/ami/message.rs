@@ -180,6 +180,15 @@ fn offset(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// A message of these headers, in order: `[("Event", "QueueParams"), ("Queue", "sales")]`.
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Message {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(headers: I) -> Self {
+        headers
+            .into_iter()
+            .fold(Self::new(), |m, (k, v)| m.with(k.as_ref(), v.as_ref()))
+    }
+}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.headers()).finish()

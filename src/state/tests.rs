@@ -26,9 +26,7 @@ fn input(at_ms: u64, what: What) -> Input {
 }
 
 fn message(headers: &[(&str, &str)]) -> Message {
-    headers
-        .iter()
-        .fold(Message::new(), |m, (k, v)| m.with(k, v))
+    headers.iter().copied().collect()
 }
 
 fn event(st: &mut State, at_ms: u64, headers: &[(&str, &str)]) -> Vec<ChangeKind> {
