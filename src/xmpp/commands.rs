@@ -21,7 +21,7 @@ use crate::state::{Queue, State};
 use super::outbound::Outbound;
 use super::pascom::{failure, Identity, QueueRef, Request, Subscription};
 
-use super::*;
+use super::{events, pascom, sessions, Front, Slot, COMMAND_DEADLINE, MAX_COMMANDS};
 
 impl Front {
     /// Handles one stanza from the server. Never blocks: commands run in their own tasks.

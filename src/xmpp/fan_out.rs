@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::events::Published;
 use super::outbound::{Outbound, Payload, Renderer};
 
-use super::*;
+use super::{events, Front};
 
 /// Turns state changes into events and queues them for every subscribed session.
 ///

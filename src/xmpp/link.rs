@@ -27,7 +27,7 @@ use crate::config::XmppConfig;
 use super::capped::{Budget, Capped};
 use super::outbound::Outbound;
 
-use super::*;
+use super::{Front, Stream, LOGIN_DEADLINE, WRITE_BATCH, WRITE_TIMEOUT};
 
 /// Keeps the component logged in, forever, with backoff between attempts.
 pub(super) async fn link(
