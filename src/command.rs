@@ -234,11 +234,6 @@ impl Commands {
         })
     }
 
-    /// The AMI connections.
-    pub fn servers(&self) -> &Arc<Servers> {
-        &self.servers
-    }
-
     /// The users and pause reasons these commands are checked against.
     pub fn access(&self) -> &Arc<Access> {
         &self.access

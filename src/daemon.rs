@@ -115,7 +115,7 @@ pub async fn run(
         ));
     }
     info!(addr = %listener.local_addr()?, "http listening");
-    let router = http::serve::with_body_limit(http::router(app), config.http.max_body_bytes);
+    let router = http::body::with_body_limit(http::router(app), config.http.max_body_bytes);
     let http = http::serve::serve(listener, router, limits, shutdown.clone());
     let xmpp = async {
         shutdown.cancelled().await;

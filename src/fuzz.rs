@@ -192,7 +192,7 @@ impl Router {
                 &shutdown,
             )?;
             let app = crate::http::AppState::new(&parts, &config, shutdown.clone());
-            let router = crate::http::serve::with_body_limit(crate::http::router(app), 64 * 1024);
+            let router = crate::http::body::with_body_limit(crate::http::router(app), 64 * 1024);
             let mut tokens = vec![("@N", "fuzz-token-0123456789".to_owned())];
             for (marker, path, body, field) in [
                 (

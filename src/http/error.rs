@@ -88,13 +88,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// every log line written while it is answered) and logs each answer that is a server fault.
 pub async fn request_id(req: Request, next: Next) -> Response {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // Both are cheap to keep: a method is a small enum, a URI shares the request's bytes.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let mut response = REQUEST_ID
         .scope(id, next.run(req).instrument(info_span!("request", id)))
         .await;
     let status = response.status();
     if status.is_server_error() {
-        warn!(request_id = id, %method, path = %path.escape_debug(), status = status.as_u16(), "request answered with a server error");
+        warn!(request_id = id, %method, path = %uri.path().escape_debug(), status = status.as_u16(), "request answered with a server error");
     }
     response
         .headers_mut()

@@ -1,11 +1,8 @@
 //! The native HTTP API (axum): queues as JSON, changes as Server-Sent Events, health.
 //!
 //! * `GET /healthz` — 200 when every AMI link is up and synced, 503 with the reasons otherwise;
-//! * `GET /api/v1/queues` — every server's link and every queue, with members and callers;
-//! * `GET /api/v1/queues/{name}` — one queue (when the name is unique across servers);
-//! * `GET /api/v1/queues/{server}/{name}` — one queue of one server;
-//! * `GET /api/v1/events` — SSE: a snapshot, then every change (see [`sse`]);
-//! * agent commands: log in, log out, pause, penalty (see [`members`]).
+//! * the native API under `/api/v1`: queues as JSON, changes as SSE, agent commands (see
+//!   [`native`]).
 //!
 //! The Yeastar P-Series dialect is served under `/openapi/v1.0` (see [`yeastar`]), the
 //! Telecom X dialect under `/auth` and `/pbx` (see [`telecomx`]), the PortSIP dialect under
@@ -14,22 +11,22 @@
 //! Everything under `/api/v1` needs `Authorization: Bearer <http.token>`.
 
 pub mod auth;
+pub mod body;
 mod error;
-pub mod members;
+pub mod native;
 pub mod portsip;
 pub mod push;
 pub mod serve;
-pub mod sse;
 pub mod telecomx;
 pub mod yeastar;
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -43,7 +40,7 @@ use crate::deadlines::Deadlines;
 use crate::history::History;
 use crate::hub::Hub;
 use crate::queues_conf::QueuesConf;
-use crate::state::Queue;
+use crate::servers::Servers;
 use crate::tokens::Tokens;
 use crate::wiring::Parts;
 
@@ -53,6 +50,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Agent commands, checked and confirmed.
     pub commands: Commands,
+    /// The AMI connections, for what manages or lists them (PortSIP's queue servers and queue
+    /// definitions, Telecom X's hosts); agent commands go through `commands`.
+    pub servers: Arc<Servers>,
     /// Timed unpause and relogin (Yeastar's thresholds).
     pub deadlines: Arc<Deadlines>,
     /// Calls that left a queue.
@@ -92,6 +92,7 @@ impl AppState {
         Self {
             hub: parts.hub.clone(),
             commands: parts.commands.clone(),
+            servers: parts.servers.clone(),
             deadlines: parts.deadlines.clone(),
             history: parts.history.clone(),
             yeastar_tokens: Arc::new(Tokens::new(yeastar::TOKENS_PER_USER)),
@@ -111,33 +112,9 @@ impl AppState {
 
 /// The whole API, ready to serve or to call with `oneshot` in tests.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/queues", get(list_queues))
-        .route("/queues/{name}", get(one_queue))
-        .route("/queues/{server}/{name}", get(server_queue))
-        .route("/events", get(sse::events))
-        .route("/queues/{server}/{name}/members", post(members::login))
-        .route(
-            "/queues/{server}/{name}/members/{interface}",
-            delete(members::logout),
-        )
-        .route(
-            "/queues/{server}/{name}/members/{interface}/pause",
-            post(members::pause),
-        )
-        .route(
-            "/queues/{server}/{name}/members/{interface}/penalty",
-            post(members::penalty),
-        )
-        .route(
-            "/servers/{server}/members/{interface}/pause",
-            post(members::pause_everywhere),
-        )
-        .route("/pause_reasons", get(members::pause_reasons))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
-        .nest("/api/v1", api)
+        .nest("/api/v1", native::router(state.clone()))
         .nest("/openapi/v1.0", yeastar::router())
         .nest("/api", portsip::router())
         .route("/wsi", get(portsip::wsi::upgrade))
@@ -157,16 +134,6 @@ async fn count_request(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     crate::metrics::http_request(route, response.status().as_u16());
     response
-}
-
-async fn require_token(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    match auth::bearer(req.headers()) {
-        Some(t) if auth::same_secret(t.as_bytes(), app.api_token().as_bytes()) => {
-            next.run(req).await
-        }
-        Some(_) => ApiError::Unauthorized("invalid bearer token").into_response(),
-        None => ApiError::Unauthorized("missing bearer token").into_response(),
-    }
 }
 
 /// `GET /healthz`: 200 or 503 for anyone (a load balancer or systemd probe needs no secret);
@@ -192,47 +159,4 @@ async fn healthz(State(app): State<AppState>, headers: axum::http::HeaderMap) ->
         body["servers"] = servers.into();
     }
     (status, Json(body)).into_response()
-}
-
-async fn list_queues(State(app): State<AppState>) -> Response {
-    Json(app.hub.read(|s| s.snapshot())).into_response()
-}
-
-async fn one_queue(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Queue>, ApiError> {
-    let found: Vec<Queue> = app
-        .hub
-        .read(|s| s.queues().filter(|q| *q.name == *name).cloned().collect());
-    match found.len() {
-        0 => Err(ApiError::NotFound(format!("no queue named {name:?}"))),
-        1 => Ok(Json(
-            found.into_iter().next().unwrap_or_else(|| unreachable!()),
-        )),
-        _ => Err(ApiError::Ambiguous(format!(
-            "queue {name:?} exists on servers {}; use /api/v1/queues/{{server}}/{name}",
-            found
-                .iter()
-                .map(|q| &*q.server)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
-}
-
-async fn server_queue(
-    State(app): State<AppState>,
-    Path((server, name)): Path<(String, String)>,
-) -> Result<Json<Queue>, ApiError> {
-    app.hub
-        .read(|s| {
-            if !s.servers.contains_key(server.as_str()) {
-                return Err(ApiError::NotFound(format!("no server {server:?}")));
-            }
-            s.queue(&server, &name).cloned().ok_or_else(|| {
-                ApiError::NotFound(format!("no queue {name:?} on server {server:?}"))
-            })
-        })
-        .map(Json)
 }

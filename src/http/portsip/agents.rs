@@ -12,9 +12,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{Admin, SignedIn};
 use super::{
-    body, command_error, conf_error, forbidden, invalid, invalid_fields, not_found, Admin, Result,
-    SignedIn,
+    body, command_error, conf_error, forbidden, invalid, invalid_fields, not_found, Result,
 };
 use crate::access::{Principal, User};
 use crate::command::{Command, Done};

@@ -16,8 +16,9 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::warn;
 
+use super::auth::SignedIn;
 use super::odata::{Field, Type};
-use super::{command_error, forbidden, invalid, not_found, paged, Result, SignedIn};
+use super::{command_error, forbidden, invalid, not_found, paged, Result};
 use crate::access::{Principal, User};
 use crate::clock::now_secs;
 use crate::http::AppState;

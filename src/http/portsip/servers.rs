@@ -15,8 +15,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::Admin;
 use super::odata::{Field, Type};
-use super::{body, invalid, invalid_fields, not_found, paged, server_error, Admin, Result};
+use super::{body, invalid, invalid_fields, not_found, paged, server_error, Result};
 use crate::http::AppState;
 use crate::servers::{NewServer, Origin, ServerInfo};
 use crate::view;
@@ -70,8 +71,7 @@ fn checked(id: &str) -> Result<&str> {
 }
 
 fn find(app: &AppState, id: &str) -> Result<ServerInfo> {
-    app.commands
-        .servers()
+    app.servers
         .get(checked(id)?)
         .ok_or_else(|| not_found("Server not found"))
 }
@@ -81,7 +81,7 @@ async fn list(
     _: Admin,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    let items = app.commands.servers().list().iter().map(view).collect();
+    let items = app.servers.list().iter().map(view).collect();
     paged(&params, FIELDS, items)
 }
 
@@ -164,8 +164,7 @@ async fn create(
         ));
     };
     let id = app
-        .commands
-        .servers()
+        .servers
         .add(NewServer {
             name,
             host,
@@ -193,8 +192,7 @@ async fn update(
 ) -> Result<StatusCode> {
     let server = find(&app, &id)?;
     let b = body(b)?;
-    app.commands
-        .servers()
+    app.servers
         .set_enabled(&server.id, b.enabled)
         .await
         .map_err(server_error)?;
@@ -207,11 +205,7 @@ async fn destroy(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let server = find(&app, &id)?;
-    app.commands
-        .servers()
-        .remove(&server.id)
-        .await
-        .map_err(server_error)?;
+    app.servers.remove(&server.id).await.map_err(server_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -226,7 +220,7 @@ async fn status(
     let online = app.hub.read(|s| view::link_up(s, &server.id));
     // A failed read only means an unknown figure.
     let memory = match online {
-        true => app.commands.servers().memory_usage(&server.id).await,
+        true => app.servers.memory_usage(&server.id).await,
         false => None,
     };
     Ok(Json(json!({

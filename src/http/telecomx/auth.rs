@@ -1,6 +1,29 @@
 //! Telecom X's tokens: login (POST, or GET with query parameters), logout, validation.
 
-use super::*;
+use super::{
+    access_level, bad_request, customer_id, err, flexible_bool, object_id, Error, Params, Result,
+    PERSIST_TTL, TOKEN_TTL,
+};
+use crate::access::User;
+use crate::http::auth::LoginError;
+use crate::http::auth::Source;
+use crate::http::AppState;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::FromRequestParts;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The token of a request: `?token=`, else the `token` cookie.
 pub(super) fn token_of(params: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {

@@ -2,7 +2,22 @@
 
 use super::auth::SignedIn;
 use super::queues::{extension_id, today};
-use super::*;
+use super::{bad_request, date, err, flag, opt_date, queue_id, with_queue, Hosts, Params, Result};
+use crate::access::Directory;
+use crate::access::Principal;
+use crate::history::CallRecord;
+use crate::history::Query as HistoryQuery;
+use crate::http::error::internal;
+use crate::http::AppState;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
 
 /// Telecom X's call status for a history outcome.
 pub(super) fn call_status(outcome: &str) -> &'static str {

@@ -2,7 +2,27 @@
 
 use super::auth::{caller, SignedIn};
 use super::queues::members_of;
-use super::*;
+use super::{
+    access_denied, bad_request, command_error, err, flexible_bool, member_id, object_id,
+    with_queue, Params, Result,
+};
+use crate::access::Principal;
+use crate::access::User;
+use crate::command::Command;
+use crate::http::AppState;
+use crate::state::Member;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What a join or an update may carry, from a JSON body or a query string.
 #[derive(Deserialize, Default)]

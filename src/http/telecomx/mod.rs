@@ -20,13 +20,10 @@ mod members;
 mod queues;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -34,14 +31,11 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{LoginError, Source};
-use super::error::{internal, status_of};
+use super::error::status_of;
 use super::AppState;
-use crate::access::{extension_of, Directory, Principal, User};
-use crate::clock::now_secs;
-use crate::command::{Code, Command, CommandError};
-use crate::history::{CallRecord, Query as HistoryQuery};
-use crate::state::{Member, Queue};
+use crate::access::{Principal, User};
+use crate::command::{Code, CommandError};
+use crate::state::Queue;
 use crate::view;
 
 /// Telecom X's token lifetime.
@@ -215,7 +209,7 @@ struct Hosts(std::collections::BTreeMap<String, String>);
 
 impl Hosts {
     fn of(app: &AppState) -> Self {
-        let servers = app.commands.servers().list();
+        let servers = app.servers.list();
         Self(
             servers
                 .into_iter()

@@ -2,7 +2,28 @@
 //! the app view of every visible queue.
 
 use super::auth::SignedIn;
-use super::*;
+use super::{
+    customer_id, date, err, flag, member_id, object_id, opt_date, queue_id, with_queue, Hosts,
+    Params, Result,
+};
+use crate::access::extension_of;
+use crate::access::Directory;
+use crate::access::Principal;
+use crate::access::User;
+use crate::clock::now_secs;
+use crate::http::error::internal;
+use crate::http::AppState;
+use crate::state::Member;
+use crate::state::Queue;
+use crate::view;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use serde_json::Value;
+use std::sync::Arc;
 
 /// Telecom X's strategy for Asterisk's.
 pub(super) fn strategy(asterisk: &str) -> &'static str {

@@ -2,8 +2,19 @@
 //! out (with `max_threshold_for_logout_time`), by agent or by queue; and the pause reasons.
 
 use super::auth::SignedIn;
-use super::*;
+use super::{
+    command_error, error, flag, parameter_error, queue_name, required, success, Answer, Params,
+};
+use crate::access::Principal;
+use crate::access::User;
+use crate::deadlines::MIN_SECONDS;
+use crate::http::AppState;
 use crate::timed::Timed;
+use axum::extract::Query;
+use axum::extract::State;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub(super) async fn pause_reasons(
     State(app): State<AppState>,
@@ -72,6 +83,37 @@ impl LoginRequest {
             relogin_after: threshold(params, "max_threshold_for_logout_time")?,
         })
     }
+}
+
+/// What a pause or unpause asks, beyond who and where.
+struct PauseRequest {
+    paused: bool,
+    reason: String,
+    unpause_after: u64,
+}
+
+impl PauseRequest {
+    fn parse(params: &HashMap<String, String>) -> Result<Self, Answer> {
+        Ok(Self {
+            paused: operation(params)?,
+            reason: params.get("reason").cloned().unwrap_or_default(),
+            unpause_after: threshold(params, "max_threshold_for_pause_time")?,
+        })
+    }
+}
+
+/// Pauses or unpauses `agent` in `queues` (all of them: `None`), with the threshold asked for.
+async fn pause(
+    app: &AppState,
+    who: &Principal,
+    agent: &User,
+    queues: Option<Vec<String>>,
+    r: &PauseRequest,
+) -> Result<(), Answer> {
+    timed(app)
+        .pause(who, agent, queues, r.paused, &r.reason, r.unpause_after)
+        .await
+        .map_err(|e| command_error(&e))
 }
 
 /// The timed commands over this request's state.
@@ -152,17 +194,11 @@ pub(super) async fn queue_agent_pause(
     done(
         async {
             let who = Principal::User(me);
-            let paused = operation(&params)?;
-            let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
+            let request = PauseRequest::parse(&params)?;
             let ext_ids = required(&params, "ext_ids")?;
             let queue = queue_name(&app, &who, required(&params, "queue_id")?, "queue_id")?;
-            let reason = params.get("reason").map_or("", String::as_str);
             for a in &agents(&app, ext_ids)? {
-                let qs = Some(vec![queue.clone()]);
-                timed(&app)
-                    .pause(&who, a, qs, paused, reason, unpause_after)
-                    .await
-                    .map_err(|e| command_error(&e))?;
+                pause(&app, &who, a, Some(vec![queue.clone()]), &request).await?;
             }
             Ok(())
         }
@@ -179,15 +215,10 @@ pub(super) async fn agent_pause(
     done(
         async {
             let who = Principal::User(me);
-            let paused = operation(&params)?;
-            let unpause_after = threshold(&params, "max_threshold_for_pause_time")?;
+            let request = PauseRequest::parse(&params)?;
             let agent = ext_id(&app, &params)?;
             let queues = queue_ids(&app, &who, &params)?;
-            let reason = params.get("reason").map_or("", String::as_str);
-            timed(&app)
-                .pause(&who, &agent, queues, paused, reason, unpause_after)
-                .await
-                .map_err(|e| command_error(&e))
+            pause(&app, &who, &agent, queues, &request).await
         }
         .await,
     )

@@ -1,7 +1,24 @@
 //! Yeastar's tokens: `get_token` (a password check), `refresh_token`, `del_token`, and the
 //! signed-in user of every other request (`?access_token=`).
 
-use super::*;
+use super::{
+    error, parameter_error, success, token_expired, Answer, Params, ACCESS_TTL, REFRESH_TTL,
+};
+use crate::access::User;
+use crate::http::auth::LoginError;
+use crate::http::auth::Source;
+use crate::http::AppState;
+use crate::tokens::Kind;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::FromRequestParts;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The user behind `?access_token=`, resolved in the current directory.
 pub(super) fn caller(

@@ -25,18 +25,14 @@
 //! Queues are addressed by their stable numeric id.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Query, Request};
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 mod agents;
@@ -44,14 +40,10 @@ mod auth;
 mod queues;
 mod subscribe;
 
-use super::auth::{LoginError, Source};
 use super::AppState;
-use crate::access::{extension_of, Directory, Principal, User};
-use crate::clock::now_secs;
+use crate::access::Principal;
 use crate::command::{Code, CommandError};
-use crate::deadlines::{Which, MIN_SECONDS};
-use crate::state::{DeviceState, Member, Queue};
-use crate::tokens::Kind;
+use crate::state::Queue;
 use crate::view;
 
 /// Yeastar's lifetimes and cap.

@@ -1,7 +1,22 @@
 //! Yeastar's queue queries: the list, a search, one queue, its calls and its agents' status.
 
 use super::auth::SignedIn;
-use super::*;
+use super::{parameter_error, required, success, with_queue, Answer, Params};
+use crate::access::extension_of;
+use crate::access::Directory;
+use crate::access::Principal;
+use crate::clock::now_secs;
+use crate::deadlines::Which;
+use crate::http::AppState;
+use crate::state::DeviceState;
+use crate::state::Member;
+use crate::state::Queue;
+use crate::view;
+use axum::extract::Query;
+use axum::extract::State;
+use serde_json::json;
+use serde_json::Value;
+use std::collections::HashMap;
 
 /// Yeastar's `ring_strategy` for an Asterisk strategy (the closest of Yeastar's six).
 pub(super) fn ring_strategy(strategy: &str) -> &'static str {

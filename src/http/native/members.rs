@@ -16,9 +16,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, AppState};
 use crate::access::Principal;
 use crate::command::{Command, Done};
+use crate::http::{ApiError, AppState};
 
 /// A JSON body, or a 400 in our error format naming what is wrong with it.
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {

@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 use crate::hub::{Batch, Hub, Resume};
 use crate::state::Change;
 
