@@ -24,11 +24,7 @@ struct Front {
 }
 
 fn message(pairs: &[(&str, &str)]) -> Message {
-    let mut m = Message::new();
-    for (k, v) in pairs {
-        m.push(k, v);
-    }
-    m
+    pairs.iter().copied().collect()
 }
 
 fn params(queue: &str) -> Message {
@@ -404,4 +400,135 @@ async fn portsip_signs_in_checks_admins_and_lists_logged_out_agents_too() {
         .get("/api/call_queue_servers", Some(&format!("Bearer {boss}")))
         .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+}
+
+/// Every read endpoint of every dialect answers an admin with its success shape, and never a
+/// server error; the snapshot's queues are what they show.
+#[tokio::test]
+async fn every_read_endpoint_answers_an_admin() {
+    let f = front().await;
+    let native = format!("Bearer {TOKEN}");
+    for path in [
+        "/api/v1/queues",
+        "/api/v1/queues/sales",
+        "/api/v1/queues/pbx1/sales",
+        "/api/v1/pause_reasons",
+        "/healthz",
+    ] {
+        let a = f.get(path, Some(&native)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {:?}", a.json);
+    }
+
+    let yeastar = f
+        .token("/openapi/v1.0/get_token", "access_token", "boss")
+        .await;
+    for path in [
+        "queue_pause_reason/list",
+        "queue/list",
+        "queue/search?search_value=sal",
+        "queue/get?id=1",
+        "queue/query?ids=1,2",
+        "queue/call_status?id=1",
+        "queue/agent_status?id=1",
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let a = f
+            .get(
+                &format!("/openapi/v1.0/{path}{sep}access_token={yeastar}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (a.status, a.json["errcode"].clone()),
+            (StatusCode::OK, json!(0)),
+            "{path}: {:?}",
+            a.json
+        );
+    }
+
+    let telecomx = f.token("/auth/login", "token", "boss").await;
+    let sales = format!("{:024x}", 1);
+    for path in [
+        "/auth/validateToken".to_owned(),
+        "/pbx/app/queues".to_owned(),
+        format!("/pbx/queue/{sales}"),
+        format!("/pbx/queue/{sales}/callers"),
+        format!("/pbx/queue/{sales}/calls"),
+        format!("/pbx/queue/{sales}/member"),
+    ] {
+        let a = f.get(&format!("{path}?token={telecomx}"), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {:?}", a.json);
+    }
+
+    let portsip = format!(
+        "Bearer {}",
+        f.token("/api/auth/sign_in", "access_token", "boss").await
+    );
+    for path in [
+        "/api/auth/user",
+        "/api/call_queues",
+        "/api/call_queues/1",
+        "/api/call_queues/1/status",
+        "/api/call_queues/1/waiting",
+        "/api/call_queues/1/agents",
+        "/api/call_queues/1/agents/201",
+        "/api/users/tweber/call_queues",
+        "/api/users/tweber/call_queues/1/agent",
+        "/api/call_queue_servers",
+        "/api/call_queue_servers/pbx1",
+    ] {
+        let a = f.get(path, Some(&portsip)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {:?}", a.json);
+    }
+}
+
+/// With the AMI link down, a command is answered at once with each dialect's "unavailable" —
+/// never left hanging, never reported done.
+#[tokio::test]
+async fn a_command_while_asterisk_is_unreachable_is_answered_not_connected() {
+    let f = front().await;
+    let a = f
+        .call(
+            "POST",
+            "/api/v1/queues/pbx1/sales/members/Local%2F201%40agents%2Fn/pause",
+            Some(&format!("Bearer {TOKEN}")),
+            json!({"paused": true, "reason": "Lunch"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.json["error"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("not_connected")),
+        "{:?}",
+        a.json
+    );
+
+    let yeastar = f
+        .token("/openapi/v1.0/get_token", "access_token", "boss")
+        .await;
+    let a = f
+        .get(
+            &format!("/openapi/v1.0/agent/pause?access_token={yeastar}&ext_id=201&operation=pause"),
+            None,
+        )
+        .await;
+    assert_eq!(a.json["errcode"], 50001, "{:?}", a.json);
+
+    let portsip = format!(
+        "Bearer {}",
+        f.token("/api/auth/sign_in", "access_token", "boss").await
+    );
+    let a = f
+        .call(
+            "POST",
+            "/api/call_queues/1/agents/201",
+            Some(&portsip),
+            json!({"status": "BREAK"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.json["errors"][0]["code"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("UNAVAILABLE")),
+        "{:?}",
+        a.json
+    );
 }
