@@ -14,7 +14,8 @@
 //! * **state** — [`state`]: the queue model and the pure fold
 //!   `apply(&mut State, &Input) -> Vec<Change>`; [`hub`]: the task that owns the state,
 //!   publishes changes, lets others read snapshots and reports its liveness to an observer;
-//!   [`replay`]: folds a recorded AMI stream offline;
+//!   [`replay`]: folds a recorded AMI stream offline; [`view`]: what every front end shows
+//!   (a visible queue, its agents, an agent's name and number, availability), read one way;
 //! * **services** — [`access`] (users, roles, pause reasons, the one authorization module),
 //!   [`servers`] (the AMI connections, changed at run time, persisted), [`history`] (the call
 //!   history in SQLite, written from the change stream), [`config`] (the one configuration
@@ -28,8 +29,8 @@
 //! * **process** — [`systemd`] (the service manager's protocol), [`daemon`] (runs it all for
 //!   `main`), [`fuzz`] (the checks the `cargo fuzz` targets run, replayed by `cargo test`).
 //!
-//! The rule: front ends read the state through the hub and act through [`command`]; none
-//! imports [`ami`] or another front end.
+//! The rule: front ends read the state through the hub and [`view`] and act through
+//! [`command`]; none imports [`ami`] or another front end.
 
 pub mod access;
 pub mod ami;
