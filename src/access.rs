@@ -152,6 +152,10 @@ pub struct Directory {
     users: BTreeMap<String, Arc<User>>,
     /// Agents by server, then member interface: every fan-out names members by interface.
     by_interface: HashMap<String, HashMap<String, Arc<User>>>,
+    /// Agents by server, then each queue they are configured for.
+    by_queue: HashMap<String, HashMap<String, Vec<Arc<User>>>>,
+    /// The users with the supervisor role (admins too).
+    supervisors: Vec<Arc<User>>,
     pause_reasons: Vec<PauseReason>,
 }
 
@@ -278,16 +282,24 @@ impl Directory {
             }
         }
         let mut by_interface: HashMap<String, HashMap<String, Arc<User>>> = HashMap::new();
+        let mut by_queue: HashMap<String, HashMap<String, Vec<Arc<User>>>> = HashMap::new();
         for u in by_name.values().filter(|u| u.is_agent()) {
             by_interface
                 .entry(u.server.clone())
                 .or_default()
                 .entry(u.interface.clone())
                 .or_insert_with(|| u.clone());
+            let queues = by_queue.entry(u.server.clone()).or_default();
+            for q in &u.queues {
+                queues.entry(q.clone()).or_default().push(u.clone());
+            }
         }
+        let supervisors = by_name.values().filter(|u| u.supervisor).cloned().collect();
         Ok(Self {
             users: by_name,
             by_interface,
+            by_queue,
+            supervisors,
             pause_reasons: pause_reasons.to_vec(),
         })
     }
@@ -300,6 +312,19 @@ impl Directory {
     /// Every user, by name.
     pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
         self.users.values()
+    }
+
+    /// The agents configured for `queue` on `server` (its `queues` list names it).
+    pub fn configured_for(&self, server: &str, queue: &str) -> &[Arc<User>] {
+        self.by_queue
+            .get(server)
+            .and_then(|q| q.get(queue))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The users with the supervisor role, admins included.
+    pub fn supervisors(&self) -> &[Arc<User>] {
+        &self.supervisors
     }
 
     /// The user whose member interface this is on `server`.

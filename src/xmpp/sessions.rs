@@ -28,10 +28,12 @@ pub struct Session {
     active: u64,
 }
 
-/// Every client session.
+/// Every client session, and each user's.
 #[derive(Debug)]
 pub struct Sessions {
     by_jid: HashMap<FullJid, Session>,
+    /// The sessions of each user, so an event is judged only for the users it may concern.
+    by_user: HashMap<String, Vec<FullJid>>,
     max_per_user: usize,
     clock: u64,
 }
@@ -40,6 +42,7 @@ impl Sessions {
     pub fn new(max_per_user: usize) -> Self {
         Self {
             by_jid: HashMap::new(),
+            by_user: HashMap::new(),
             max_per_user: max_per_user.max(1),
             clock: 0,
         }
@@ -63,58 +66,93 @@ impl Sessions {
     pub fn touch(&mut self, jid: &FullJid, user: &str) -> &mut Session {
         self.clock += 1;
         let active = self.clock;
-        if !self.by_jid.contains_key(jid) {
-            let mine: Vec<(&FullJid, u64)> = self
-                .by_jid
-                .iter()
-                .filter(|(_, s)| s.user == user)
-                .map(|(j, s)| (j, s.active))
-                .collect();
+        let known = self.by_jid.get(jid).map(|s| s.user != user);
+        if known == Some(true) {
+            // The directory changed under a live JID: start clean, as the new user's.
+            self.remove(jid);
+        }
+        if known != Some(false) {
+            let mine = self.by_user.entry(user.to_owned()).or_default();
             if mine.len() >= self.max_per_user {
-                if let Some(oldest) = mine
+                let by_jid = &self.by_jid;
+                let oldest = mine
                     .iter()
-                    .min_by_key(|(_, a)| *a)
-                    .map(|(j, _)| (*j).clone())
-                {
-                    self.by_jid.remove(&oldest);
+                    .enumerate()
+                    .min_by_key(|(_, j)| by_jid.get(*j).map_or(0, |s| s.active))
+                    .map(|(i, _)| i);
+                if let Some(i) = oldest {
+                    let gone = mine.swap_remove(i);
+                    self.by_jid.remove(&gone);
                 }
             }
+            mine.push(jid.clone());
         }
         let session = self.by_jid.entry(jid.clone()).or_insert_with(|| Session {
             user: user.to_owned(),
             subscriptions: Vec::new(),
             active,
         });
-        if session.user != user {
-            // The directory changed under a live JID: start clean.
-            session.user = user.to_owned();
-            session.subscriptions.clear();
-        }
         session.active = active;
         session
     }
 
     /// Ends a session.
     pub fn remove(&mut self, jid: &FullJid) -> bool {
-        self.by_jid.remove(jid).is_some()
+        let Some(session) = self.by_jid.remove(jid) else {
+            return false;
+        };
+        if let Some(mine) = self.by_user.get_mut(&session.user) {
+            mine.retain(|j| j != jid);
+            if mine.is_empty() {
+                self.by_user.remove(&session.user);
+            }
+        }
+        true
     }
 
     /// The sessions that get `event`: each once, however many of its subscriptions match.
+    ///
+    /// Only the users the event may concern are judged — the supervisors, the agents
+    /// configured for its queue, its queue's members and the member it is about — so the cost
+    /// grows with the queue's audience, not with the number of sessions.
     pub fn recipients(
         &self,
         event: &Event,
         dir: &Directory,
         published: &Published,
     ) -> Vec<FullJid> {
-        let members = published.members(event.server(), event.queue());
-        self.by_jid
+        let server = event.server();
+        let members = published.members(server, event.queue());
+        let mut users: Vec<&str> = dir
+            .supervisors()
             .iter()
-            .filter(|(_, s)| {
-                s.subscriptions
-                    .iter()
-                    .any(|sub| matches(sub, &s.user, event, dir, members))
+            .chain(dir.configured_for(server, event.queue()))
+            .map(|u| u.name.as_str())
+            .collect();
+        if let Some(m) = members {
+            users.extend(
+                m.keys()
+                    .filter_map(|i| dir.by_interface(server, i))
+                    .map(|u| u.name.as_str()),
+            );
+        }
+        if let Event::Member { interface, .. } = event {
+            users.extend(dir.by_interface(server, interface).map(|u| u.name.as_str()));
+        }
+        users.sort_unstable();
+        users.dedup();
+        users
+            .into_iter()
+            .filter_map(|u| self.by_user.get(u))
+            .flatten()
+            .filter(|j| {
+                self.by_jid.get(*j).is_some_and(|s| {
+                    s.subscriptions
+                        .iter()
+                        .any(|sub| matches(sub, &s.user, event, dir, members))
+                })
             })
-            .map(|(j, _)| j.clone())
+            .cloned()
             .collect()
     }
 }
@@ -329,5 +367,119 @@ mod tests {
         assert!(!sessions.by_jid.contains_key(&jid("anna@example.test/a")));
         assert!(sessions.remove(&jid("boss@example.test/a")));
         assert!(!sessions.remove(&jid("boss@example.test/a")));
+        assert!(!sessions.by_user.contains_key("boss"));
+    }
+
+    #[test]
+    fn a_jid_whose_user_changed_starts_clean_as_the_new_users() {
+        let mut sessions = Sessions::new(2);
+        let j = jid("anna@example.test/desk");
+        let s = sessions.touch(&j, "anna");
+        add(
+            &mut s.subscriptions,
+            vec![sub("*", Scope::User, &[])],
+            false,
+        )
+        .expect("add");
+        // A reload gave the JID's login to another user.
+        assert!(sessions.touch(&j, "boss").subscriptions.is_empty());
+        assert!(!sessions.by_user.contains_key("anna"));
+        assert_eq!(sessions.by_user["boss"], vec![j.clone()]);
+        assert_eq!(sessions.len(), 1);
+    }
+
+    /// What every session's subscriptions say, judged one session at a time (the rule
+    /// [`Sessions::recipients`] narrows by its index).
+    fn by_scan(
+        sessions: &Sessions,
+        event: &Event,
+        dir: &Directory,
+        published: &Published,
+    ) -> Vec<String> {
+        let members = published.members(event.server(), event.queue());
+        let mut r: Vec<String> = sessions
+            .by_jid
+            .iter()
+            .filter(|(_, s)| {
+                s.subscriptions
+                    .iter()
+                    .any(|sub| matches(sub, &s.user, event, dir, members))
+            })
+            .map(|(j, _)| j.to_string())
+            .collect();
+        r.sort();
+        r
+    }
+
+    proptest::proptest! {
+        /// Asking only the users an event may concern finds exactly the sessions a look at
+        /// every session finds, whatever the roles, queues, members and subscriptions.
+        #[test]
+        fn the_index_finds_what_a_scan_finds(
+            roles in proptest::collection::vec(proptest::bool::ANY, 6),
+            queues in proptest::collection::vec(0u8..4, 6),
+            members in proptest::collection::vec(0u8..4, 7),
+            sessions in proptest::collection::vec((0usize..7, 0u8..3, 0u8..4, 0u8..2, 0u8..3), 0..24),
+        ) {
+            let names = ["u0", "u1", "u2", "u3", "u4", "u5", "ghost"];
+            let queue_names = |bits: u8| -> Vec<&str> {
+                [(1, "sales"), (2, "support")]
+                    .into_iter()
+                    .filter(|(b, _)| bits & b != 0)
+                    .map(|(_, q)| q)
+                    .collect()
+            };
+            let users: Vec<_> = (0..6)
+                .map(|i| {
+                    let r: &[&str] = if roles[i] { &["supervisor"] } else { &[] };
+                    user(names[i], r, &queue_names(queues[i]))
+                })
+                .collect();
+            let dir = Directory::new(&users, &[], &["pbx1"]).expect("directory");
+            // Members of each queue by their bits (the seventh is nobody's interface).
+            let mut state = crate::state::State::new(["pbx1"], crate::state::QueueIds::default());
+            for (id, queue) in [(1, "sales"), (2, "support")] {
+                let bit = if queue == "sales" { 1 } else { 2 };
+                let mut q = crate::state::Queue::new(Arc::from("pbx1"), Arc::from(queue), id);
+                for (i, m) in members.iter().enumerate() {
+                    if m & bit != 0 {
+                        q.members.insert(crate::state::Member {
+                            interface: format!("Local/{}@agents/n", names[i]),
+                            ..crate::state::Member::default()
+                        });
+                    }
+                }
+                state.server_mut("pbx1").queues.insert(queue.into(), q);
+            }
+            let published = Published::of(&state, &dir);
+            let mut table = Sessions::new(2);
+            for (u, resource, kind, scope, filter) in sessions {
+                let s = table.touch(&jid(&format!("{}@example.test/r{resource}", names[u])), names[u]);
+                let kind = ["*", "QueueJoinEvent", "QueueMemberState", "QueueLeaveEvent"][kind as usize];
+                let scope = if scope == 0 { Scope::User } else { Scope::Supervisor };
+                let filters: &[(&str, &str)] = match filter {
+                    0 => &[],
+                    1 => &[("queue", "support")],
+                    _ => &[("name", "sales")],
+                };
+                let supervisor = dir.user(names[u]).is_some_and(|u| u.supervisor);
+                add(&mut s.subscriptions, vec![sub(kind, scope, filters)], supervisor).expect("add");
+            }
+            let mut events = vec![join("sales"), join("support")];
+            for queue in ["sales", "support"] {
+                for n in names {
+                    events.push(member(n, queue));
+                }
+            }
+            for e in &events {
+                let mut found: Vec<String> = table
+                    .recipients(e, &dir, &published)
+                    .iter()
+                    .map(|j| j.to_string())
+                    .collect();
+                found.sort();
+                proptest::prop_assert_eq!(found, by_scan(&table, e, &dir, &published));
+            }
+        }
     }
 }
