@@ -6,7 +6,12 @@
 //! when the id is older than the hub's ring (or from before a restart we cannot bridge).
 //! A client that reads too slowly to keep up loses its place in the broadcast and receives a
 //! fresh snapshot instead — it never slows anyone else down.
+//!
+//! A stream that is sent a batch gathers what else comes within [`GATHER`] and writes it all
+//! at once: at a busy site (2,000 changes a second, 500 streams) each stream then wakes and
+//! writes a hundred times a second instead of once for every change.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +33,9 @@ use crate::state::Change;
 
 /// Comment lines sent on an idle stream so proxies and clients see it is alive.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a stream that was sent a batch gathers what follows before it writes: the most an
+/// event waits for the ones after it.
+pub const GATHER: Duration = Duration::from_millis(10);
 
 struct Subscription {
     hub: Arc<Hub>,
@@ -35,6 +43,8 @@ struct Subscription {
     cursor: u64,
     /// What the stream starts with: a snapshot, or the changes since `Last-Event-ID`.
     first: Option<Bytes>,
+    /// Rendered batches gathered, to be written one after the other.
+    pending: VecDeque<Bytes>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 }
@@ -61,6 +71,17 @@ fn changes<'c>(changes: impl IntoIterator<Item = &'c Arc<Change>>) -> Bytes {
     Bytes::from(out)
 }
 
+/// What one message of the broadcast gives a stream.
+enum Step {
+    /// Bytes to write after what is pending.
+    Send(Bytes),
+    /// A fresh snapshot, which replaces whatever is pending.
+    Restart(Bytes),
+    /// Nothing the client has not had.
+    Skip,
+    End,
+}
+
 impl Subscription {
     /// The next bytes for the client: a batch of changes (rendered once for every stream), a
     /// fresh snapshot after lagging behind, or a keepalive comment; None at the end.
@@ -68,37 +89,73 @@ impl Subscription {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
+        if let Some(bytes) = self.pending.pop_front() {
+            return Some(bytes);
+        }
         loop {
             let received = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 r = tokio::time::timeout(KEEPALIVE, self.rx.recv()) => r,
             };
-            match received {
-                Err(_) => return Some(Bytes::from_static(b":\n\n")),
-                Ok(Ok(batch)) => {
-                    let Some(last) = batch.last().map(|c| c.seq) else {
-                        continue;
-                    };
-                    if last <= self.cursor {
-                        continue;
-                    }
-                    let cursor = std::mem::replace(&mut self.cursor, last);
-                    // Only a batch that overlaps what the client started with is cut.
-                    return Some(if batch.first().is_some_and(|c| c.seq > cursor) {
-                        batch.rendered(|all| changes(all))
-                    } else {
-                        changes(batch.iter().filter(|c| c.seq > cursor))
-                    });
-                }
-                Ok(Err(RecvError::Lagged(_))) => {
-                    let snapshot = self.hub.read(|s| s.snapshot());
-                    self.cursor = snapshot.seq;
-                    let mut out = Vec::new();
-                    event(&mut out, "snapshot", snapshot.seq, &snapshot);
-                    return Some(Bytes::from(out));
-                }
-                Ok(Err(RecvError::Closed)) => return None,
+            let Ok(received) = received else {
+                return Some(Bytes::from_static(b":\n\n"));
+            };
+            match self.step(received) {
+                Step::End => return None,
+                Step::Skip => continue,
+                Step::Send(bytes) | Step::Restart(bytes) => self.pending.push_back(bytes),
             }
+            // What follows within GATHER goes out with it: the frames are ready one after
+            // the other, so the server writes them together.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(GATHER) => {}
+            }
+            loop {
+                let received = match self.rx.try_recv() {
+                    Ok(batch) => Ok(batch),
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                };
+                match self.step(received) {
+                    Step::Send(bytes) => self.pending.push_back(bytes),
+                    Step::Restart(bytes) => {
+                        self.pending.clear();
+                        self.pending.push_back(bytes);
+                    }
+                    Step::Skip | Step::End => {}
+                }
+            }
+            return self.pending.pop_front();
+        }
+    }
+
+    /// What a message of the broadcast gives the client, with the cursor moved past it.
+    fn step(&mut self, received: Result<Batch, RecvError>) -> Step {
+        match received {
+            Ok(batch) => {
+                let Some(last) = batch.last().map(|c| c.seq) else {
+                    return Step::Skip;
+                };
+                if last <= self.cursor {
+                    return Step::Skip;
+                }
+                let cursor = std::mem::replace(&mut self.cursor, last);
+                // Only a batch that overlaps what the client started with is cut.
+                Step::Send(if batch.first().is_some_and(|c| c.seq > cursor) {
+                    batch.rendered(|all| changes(all))
+                } else {
+                    changes(batch.iter().filter(|c| c.seq > cursor))
+                })
+            }
+            Err(RecvError::Lagged(_)) => {
+                let snapshot = self.hub.read(|s| s.snapshot());
+                self.cursor = snapshot.seq;
+                let mut out = Vec::new();
+                event(&mut out, "snapshot", snapshot.seq, &snapshot);
+                Step::Restart(Bytes::from(out))
+            }
+            Err(RecvError::Closed) => Step::End,
         }
     }
 }
@@ -139,6 +196,7 @@ pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Result<R
         rx,
         cursor,
         first: Some(first).filter(|b| !b.is_empty()),
+        pending: VecDeque::new(),
         shutdown: app.shutdown.clone(),
         _permit: permit,
     };
@@ -176,6 +234,7 @@ mod tests {
             rx: hub.subscribe(),
             cursor,
             first: None,
+            pending: VecDeque::new(),
             shutdown: CancellationToken::new(),
             _permit: permits.try_acquire_owned().expect("permit"),
         }
@@ -220,5 +279,48 @@ mod tests {
         let text = std::str::from_utf8(&cut).expect("utf-8");
         assert_eq!(text.matches("event: change").count(), 1, "{text}");
         assert!(text.contains(&format!("id: {}\n", next[1])), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_follows_within_the_gather_time_is_ready_with_it() {
+        use futures_util::FutureExt;
+        let hub = Hub::new(crate::state::State::new(["pbx1"], QueueIds::default()));
+        let mut s = subscription(&hub, 0);
+        let mut raw = hub.subscribe();
+        let one = up_and_down(&hub, &mut raw).await;
+        let two = up_and_down(&hub, &mut raw).await;
+        let a = s.next().await.expect("bytes");
+        assert!(std::str::from_utf8(&a)
+            .expect("utf-8")
+            .contains(&format!("id: {}\n", one[0])));
+        // The second batch is already gathered: ready at once, written with the first.
+        let b = s.next().now_or_never().flatten().expect("ready at once");
+        assert!(std::str::from_utf8(&b)
+            .expect("utf-8")
+            .contains(&format!("id: {}\n", two[0])));
+        assert!(s.next().now_or_never().is_none(), "nothing else yet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_lags_while_gathering_gets_only_the_fresh_snapshot() {
+        let hub = Hub::new(crate::state::State::new(["pbx1"], QueueIds::default()));
+        let mut s = subscription(&hub, 0);
+        hub.apply(&link(LinkChange::Up));
+        // One batch is received; then more than the broadcast holds go by while it gathers.
+        let mut lagging = Box::pin(s.next());
+        assert!(futures_util::poll!(lagging.as_mut()).is_pending());
+        for i in 0..crate::hub::BROADCAST_CAPACITY + 1 {
+            let change = if i % 2 == 0 {
+                LinkChange::Down("cut".into())
+            } else {
+                LinkChange::Up
+            };
+            hub.apply(&link(change));
+        }
+        let first = lagging.await.expect("bytes");
+        let text = std::str::from_utf8(&first).expect("utf-8");
+        assert!(text.starts_with("event: snapshot"), "{text}");
+        assert_eq!(s.cursor, hub.read(|st| st.snapshot().seq));
+        assert!(s.pending.is_empty());
     }
 }
