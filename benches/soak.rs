@@ -26,6 +26,14 @@
 //!
 //! `QB_SOAK_MINUTES` (30), `QB_SOAK_RATE` (1000), `QB_SOAK_SSE` (200), `QB_SOAK_XMPP` (200);
 //! the daemon is `target/release/queuebridge` (`cargo build --release` first) or `QB_SOAK_BIN`.
+//!
+//! A big site's layout: `QB_SOAK_QUEUES` (1: the queue `support`; more: `q0`, `q1`, …; caller
+//! `n` joins `q{n % queues}`), `QB_SOAK_AGENT_QUEUES` (1: the queues each agent is configured
+//! for, spread evenly), `QB_SOAK_SUPERVISORS` (0: supervisors among the pascom sessions, each
+//! subscribed with `scope='supervisor'` to every queue), `QB_SOAK_SUBSCRIBE` (`QueueJoinEvent`:
+//! the subscription's type; `*` asks for every queue event). Issue 16's site is
+//! `QB_SOAK_QUEUES=200 QB_SOAK_AGENT_QUEUES=3 QB_SOAK_XMPP=2050 QB_SOAK_SUPERVISORS=50
+//! QB_SOAK_SSE=500 QB_SOAK_SUBSCRIBE='*'`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -57,30 +65,89 @@ struct Ledger {
     /// Nanoseconds after `epoch` that join `seq` was written, at `seq % RING`.
     sent: Vec<AtomicU64>,
     /// This minute's latencies, all consumers.
-    histogram: Vec<AtomicU64>,
+    /// Of the event streams (0) and of the pascom sessions (1).
+    histogram: [Vec<AtomicU64>; 2],
+    /// Consumers below this number are event streams.
+    streams: usize,
     /// Joins read, per consumer, and the first one each saw.
     read: Vec<AtomicU64>,
     first: Vec<AtomicU64>,
     /// Fresh snapshots sent to an event stream instead of changes it fell behind on.
     resynced: AtomicU64,
+    /// The latest join written.
+    latest: AtomicU64,
+    /// Joins before this one are not counted as read or missed: a pascom session opened
+    /// while the stream flows is told who is waiting when it subscribes, which may be a
+    /// caller from before its first live join.
+    counted_from: AtomicU64,
+    /// The layout, to know which joins each consumer should read.
+    site: Site,
+    /// The queues each consumer gets joins of (`None`: every queue).
+    queues_of: Vec<Option<Vec<u64>>>,
+}
+
+/// Where callers join and who gets what.
+#[derive(Clone, Copy)]
+struct Site {
+    queues: u64,
+    agent_queues: u64,
+}
+
+impl Site {
+    fn name(&self, q: u64) -> String {
+        if self.queues == 1 {
+            "support".to_owned()
+        } else {
+            format!("q{q}")
+        }
+    }
+
+    /// The queue caller `n` joins.
+    fn queue_of(&self, n: u64) -> u64 {
+        n % self.queues
+    }
+
+    /// The queues agent `i` is configured for.
+    fn queues_of_agent(&self, i: u64) -> Vec<u64> {
+        let step = (self.queues / self.agent_queues).max(1);
+        let mut qs: Vec<u64> = (0..self.agent_queues)
+            .map(|k| (i + k * step) % self.queues)
+            .collect();
+        qs.sort_unstable();
+        qs.dedup();
+        qs
+    }
+
+    /// Joins numbered `first..=last` into queue `q`.
+    fn joins_into(&self, q: u64, first: u64, last: u64) -> u64 {
+        let upto = |n: u64| if n < q { 0 } else { (n - q) / self.queues + 1 };
+        upto(last) - if first == 0 { 0 } else { upto(first - 1) }
+    }
 }
 
 impl Ledger {
-    fn new(consumers: usize) -> Self {
+    fn new(site: Site, streams: usize, queues_of: Vec<Option<Vec<u64>>>) -> Self {
+        let consumers = queues_of.len();
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
         Self {
             epoch: Instant::now(),
             sent: zeros(RING),
-            histogram: zeros(BUCKETS),
+            histogram: [zeros(BUCKETS), zeros(BUCKETS)],
+            streams,
             read: zeros(consumers),
             first: (0..consumers).map(|_| AtomicU64::new(u64::MAX)).collect(),
             resynced: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
+            counted_from: AtomicU64::new(0),
+            site,
+            queues_of,
         }
     }
 
     fn sent(&self, seq: u64) {
         let at = self.epoch.elapsed().as_nanos() as u64;
         self.sent[seq as usize % RING].store(at, Ordering::Relaxed);
+        self.latest.store(seq, Ordering::Relaxed);
     }
 
     fn stamp(&self, consumer: usize, seq: u64, at: Instant) {
@@ -88,39 +155,80 @@ impl Ledger {
         let now = at.duration_since(self.epoch).as_nanos() as u64;
         let us = now.saturating_sub(sent) / 1000;
         let bucket = ((us / BUCKET_US) as usize).min(BUCKETS - 1);
-        self.histogram[bucket].fetch_add(1, Ordering::Relaxed);
+        self.histogram[usize::from(consumer >= self.streams)][bucket]
+            .fetch_add(1, Ordering::Relaxed);
+        if seq < self.counted_from.load(Ordering::Relaxed) {
+            return;
+        }
         if let (Some(r), Some(f)) = (self.read.get(consumer), self.first.get(consumer)) {
             r.fetch_add(1, Ordering::Relaxed);
             f.fetch_min(seq, Ordering::Relaxed);
         }
     }
 
-    /// This minute's p50, p99 and max, and a fresh histogram for the next.
-    fn take_percentiles(&self) -> (Duration, Duration, Duration) {
-        let counts: Vec<u64> = self
-            .histogram
+    /// This minute's p50, p99 and max of all consumers, the p99 of the event streams and of
+    /// the pascom sessions, and fresh histograms for the next.
+    fn take_percentiles(&self) -> ((Duration, Duration, Duration), Duration, Duration) {
+        let [streams, sessions] = &self.histogram;
+        let streams: Vec<u64> = streams
             .iter()
             .map(|b| b.swap(0, Ordering::Relaxed))
             .collect();
-        let total: u64 = counts.iter().sum();
-        let at = |p: f64| {
-            let want = ((total as f64) * p).ceil() as u64;
-            let mut seen = 0;
-            for (i, c) in counts.iter().enumerate() {
-                seen += c;
-                if seen >= want.max(1) {
-                    return Duration::from_micros(i as u64 * BUCKET_US);
-                }
-            }
-            Duration::ZERO
-        };
-        let max = counts
+        let sessions: Vec<u64> = sessions
             .iter()
-            .rposition(|c| *c > 0)
-            .map_or(Duration::ZERO, |i| {
-                Duration::from_micros(i as u64 * BUCKET_US)
-            });
-        (at(0.5), at(0.99), max)
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let all: Vec<u64> = streams.iter().zip(&sessions).map(|(a, b)| a + b).collect();
+        (
+            percentiles(&all),
+            percentiles(&streams).1,
+            percentiles(&sessions).1,
+        )
+    }
+}
+
+/// The p50, p99 and max of a latency histogram.
+fn percentiles(counts: &[u64]) -> (Duration, Duration, Duration) {
+    let total: u64 = counts.iter().sum();
+    let at = |p: f64| {
+        let want = ((total as f64) * p).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want.max(1) {
+                return Duration::from_micros(i as u64 * BUCKET_US);
+            }
+        }
+        Duration::ZERO
+    };
+    let max = counts
+        .iter()
+        .rposition(|c| *c > 0)
+        .map_or(Duration::ZERO, |i| {
+            Duration::from_micros(i as u64 * BUCKET_US)
+        });
+    (at(0.5), at(0.99), max)
+}
+
+impl Ledger {
+    /// The consumers that missed joins up to `last`, with how many (at most `n` of them).
+    fn missing(&self, last: u64, n: usize) -> Vec<(usize, u64)> {
+        (0..self.read.len())
+            .filter_map(|c| {
+                let first = self.first[c].load(Ordering::Relaxed);
+                let read = self.read[c].load(Ordering::Relaxed);
+                let due = match &self.queues_of[c] {
+                    _ if first > last => 1,
+                    None => last - first + 1,
+                    Some(qs) => qs
+                        .iter()
+                        .map(|q| self.site.joins_into(*q, first, last))
+                        .sum(),
+                };
+                (due > read).then_some((c, due - read))
+            })
+            .take(n)
+            .collect()
     }
 
     /// Joins up to `last` that consumers did not read, from the first each saw.
@@ -128,12 +236,20 @@ impl Ledger {
         self.read
             .iter()
             .zip(&self.first)
-            .map(|(r, f)| {
+            .zip(&self.queues_of)
+            .map(|((r, f), queues)| {
                 let first = f.load(Ordering::Relaxed);
                 if first > last {
                     return last.min(1);
                 }
-                (last - first + 1).saturating_sub(r.load(Ordering::Relaxed))
+                let due = match queues {
+                    None => last - first + 1,
+                    Some(qs) => qs
+                        .iter()
+                        .map(|q| self.site.joins_into(*q, first, last))
+                        .sum(),
+                };
+                due.saturating_sub(r.load(Ordering::Relaxed))
             })
             .sum()
     }
@@ -151,7 +267,9 @@ fn ami_server(
         return;
     };
     let _ = sock.set_nodelay(true);
-    let waiting: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let site = ledger.site;
+    let waiting: Arc<Mutex<Vec<Vec<u64>>>> =
+        Arc::new(Mutex::new(vec![Vec::new(); site.queues as usize]));
     let mut writer = match sock.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -194,20 +312,24 @@ fn ami_server(
                         reply.push_str(&format!(
                             "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Queue status will follow\r\n\r\n"
                         ));
-                        let callers = waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        reply.push_str(&format!(
-                            "Event: QueueParams\r\nQueue: support\r\nMax: 0\r\nStrategy: ringall\r\nCalls: {}\r\nHoldtime: 0\r\nTalkTime: 0\r\nCompleted: 0\r\nAbandoned: 0\r\nServiceLevel: 20\r\nServicelevelPerf: 0.0\r\nServicelevelPerf2: 0.0\r\nWeight: 0\r\nActionID: {id}\r\n\r\n",
-                            callers.len()
-                        ));
-                        for (i, n) in callers.iter().enumerate() {
+                        let queues = waiting.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let mut items = 0;
+                        for (q, callers) in queues.iter().enumerate() {
+                            let queue = site.name(q as u64);
                             reply.push_str(&format!(
-                                "Event: QueueEntry\r\nQueue: support\r\nPosition: {}\r\nChannel: PJSIP/trunk-{n:08x}\r\nUniqueid: 1763700000.{n}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nWait: 0\r\nPriority: 0\r\nActionID: {id}\r\n\r\n",
-                                i + 1
+                                "Event: QueueParams\r\nQueue: {queue}\r\nMax: 0\r\nStrategy: ringall\r\nCalls: {}\r\nHoldtime: 0\r\nTalkTime: 0\r\nCompleted: 0\r\nAbandoned: 0\r\nServiceLevel: 20\r\nServicelevelPerf: 0.0\r\nServicelevelPerf2: 0.0\r\nWeight: 0\r\nActionID: {id}\r\n\r\n",
+                                callers.len()
                             ));
+                            for (i, n) in callers.iter().enumerate() {
+                                reply.push_str(&format!(
+                                    "Event: QueueEntry\r\nQueue: {queue}\r\nPosition: {}\r\nChannel: PJSIP/trunk-{n:08x}\r\nUniqueid: 1763700000.{n}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nWait: 0\r\nPriority: 0\r\nActionID: {id}\r\n\r\n",
+                                    i + 1
+                                ));
+                            }
+                            items += callers.len() + 1;
                         }
                         reply.push_str(&format!(
-                            "Event: QueueStatusComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {}\r\n\r\n",
-                            callers.len() + 1
+                            "Event: QueueStatusComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {items}\r\n\r\n"
                         ));
                     }
                     "ping" => reply.push_str(&format!(
@@ -234,6 +356,7 @@ fn ami_server(
     const LEAVE_AFTER: u64 = 20;
     let start = Instant::now();
     let mut n: u64 = 0;
+    let mut order = std::collections::VecDeque::new();
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
@@ -243,18 +366,29 @@ fn ami_server(
         let mut text = String::new();
         {
             let mut w = waiting.lock().unwrap_or_else(|e| e.into_inner());
-            w.push(n);
+            let q = site.queue_of(n);
+            let queue = site.name(q);
+            let line = &mut w[q as usize];
+            line.push(n);
+            order.push_back(n);
             text.push_str(&format!(
-                "Event: QueueCallerJoin\r\nChannel: PJSIP/trunk-{n:08x}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nUniqueid: 1763700000.{n}\r\nLinkedid: 1763700000.{n}\r\nQueue: support\r\nPosition: {}\r\nCount: {}\r\n\r\n",
-                w.len(),
-                w.len()
+                "Event: QueueCallerJoin\r\nChannel: PJSIP/trunk-{n:08x}\r\nCallerIDNum: {n}\r\nCallerIDName: Caller\r\nConnectedLineNum: unknown\r\nConnectedLineName: unknown\r\nUniqueid: 1763700000.{n}\r\nLinkedid: 1763700000.{n}\r\nQueue: {queue}\r\nPosition: {}\r\nCount: {}\r\n\r\n",
+                line.len(),
+                line.len()
             ));
-            if w.len() as u64 > LEAVE_AFTER {
-                let gone = w.remove(0);
-                text.push_str(&format!(
-                    "Event: QueueCallerLeave\r\nChannel: PJSIP/trunk-{gone:08x}\r\nCallerIDNum: {gone}\r\nCallerIDName: Caller\r\nUniqueid: 1763700000.{gone}\r\nLinkedid: 1763700000.{gone}\r\nQueue: support\r\nPosition: 1\r\nCount: {}\r\n\r\n",
-                    w.len()
-                ));
+            // The callers leave in the order they came, so the one leaving is the first of
+            // its queue.
+            if order.len() as u64 > LEAVE_AFTER {
+                if let Some(gone) = order.pop_front() {
+                    let q = site.queue_of(gone);
+                    let queue = site.name(q);
+                    let line = &mut w[q as usize];
+                    line.retain(|c| *c != gone);
+                    text.push_str(&format!(
+                        "Event: QueueCallerLeave\r\nChannel: PJSIP/trunk-{gone:08x}\r\nCallerIDNum: {gone}\r\nCallerIDName: Caller\r\nUniqueid: 1763700000.{gone}\r\nLinkedid: 1763700000.{gone}\r\nQueue: {queue}\r\nPosition: 1\r\nCount: {}\r\n\r\n",
+                        line.len()
+                    ));
+                }
             }
         }
         ledger.sent(n);
@@ -268,20 +402,40 @@ fn ami_server(
 
 /// The XMPP server's component side: opens `sessions` pascom sessions, then stamps every
 /// QueueJoinEvent headline.
-fn xmpp_server(listener: TcpListener, sessions: usize, ledger: Arc<Ledger>, first: usize) {
+fn xmpp_server(
+    listener: TcpListener,
+    rate: u64,
+    sessions: usize,
+    supervisors: usize,
+    kind: &str,
+    ledger: Arc<Ledger>,
+    first: usize,
+) {
     let Some((mut sock, mut buf)) = component::accept(&listener) else {
         return;
     };
     for i in 0..sessions {
+        let scope = if i >= sessions - supervisors {
+            "supervisor"
+        } else {
+            "user"
+        };
         let iq = format!(
             "<iq from='agent{i}@example.test/desk' to='pbx.example.test' type='get' id='ci{i}'>\
              <cmd xmlns='http://www.pascom.net/mobydick' module='xmppuser'><ClientInfo><AddSubscription>\
-             <Subscription module='queue' type='QueueJoinEvent' scope='user'/>\
+             <Subscription module='queue' type='{kind}' scope='{scope}'/>\
              </AddSubscription></ClientInfo></cmd></iq>"
         );
         if sock.write_all(iq.as_bytes()).is_err() {
             return;
         }
+    }
+    // Sessions opened after the stream began count from two seconds' worth of joins on.
+    let latest = ledger.latest.load(Ordering::Relaxed);
+    if latest > 0 {
+        ledger
+            .counted_from
+            .store(latest + 2 * rate, Ordering::Relaxed);
     }
     let mut chunk = vec![0u8; 1 << 20];
     loop {
@@ -382,10 +536,23 @@ fn main() -> anyhow::Result<()> {
     let rate = count("QB_SOAK_RATE", 1000);
     let sse = count("QB_SOAK_SSE", 200) as usize;
     let xmpp = count("QB_SOAK_XMPP", 200) as usize;
+    let site = Site {
+        queues: count("QB_SOAK_QUEUES", 1).max(1),
+        agent_queues: count("QB_SOAK_AGENT_QUEUES", 1).max(1),
+    };
+    let supervisors = (count("QB_SOAK_SUPERVISORS", 0) as usize).min(xmpp);
+    let kind = std::env::var("QB_SOAK_SUBSCRIBE").unwrap_or_else(|_| "QueueJoinEvent".into());
+    let agents = xmpp - supervisors;
     let bin = std::env::var("QB_SOAK_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/queuebridge").to_owned()
     });
-    let ledger = Arc::new(Ledger::new(sse + xmpp));
+    let queues_of = (0..sse + xmpp)
+        .map(|c| match c.checked_sub(sse) {
+            Some(i) if i < agents => Some(site.queues_of_agent(i as u64)),
+            _ => None,
+        })
+        .collect();
+    let ledger = Arc::new(Ledger::new(site, sse, queues_of));
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ami = TcpListener::bind("127.0.0.1:0")?;
@@ -401,17 +568,30 @@ fn main() -> anyhow::Result<()> {
     let token = "soak-token-0123456789";
     let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Nb2VVW8ykiJJ5U0ew+3LfiJqxgPvXBaCIwlhT1kEgKk";
     let mut config = format!(
-        "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{token}\"\nmax_event_streams = {}\n\
+        "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{token}\"\nmax_event_streams = {}\nmax_connections = {}\n\
          [[ami]]\nid = \"pbx1\"\nhost = \"127.0.0.1\"\nport = {ami_port}\nusername = \"u\"\nsecret = \"s\"\nauth = \"plain\"\n\
          [xmpp]\nserver = \"127.0.0.1:{xmpp_port}\"\ncomponent = \"pbx.example.test\"\nsecret = \"soak\"\ndomain = \"example.test\"\n\
          ping_interval = 3600.0\n",
         dir.path().display().to_string(),
-        sse + 16
+        sse + 16,
+        (sse + 64).max(1024)
     );
     for i in 0..xmpp {
-        config.push_str(&format!(
-            "[[users]]\nname = \"agent{i}\"\npassword_hash = \"{hash}\"\ninterface = \"Local/agent{i}@agents/n\"\nqueues = [\"support\"]\n"
-        ));
+        if i < agents {
+            let queues: Vec<String> = site
+                .queues_of_agent(i as u64)
+                .into_iter()
+                .map(|q| format!("{:?}", site.name(q)))
+                .collect();
+            config.push_str(&format!(
+                "[[users]]\nname = \"agent{i}\"\npassword_hash = \"{hash}\"\ninterface = \"Local/agent{i}@agents/n\"\nqueues = [{}]\n",
+                queues.join(", ")
+            ));
+        } else {
+            config.push_str(&format!(
+                "[[users]]\nname = \"agent{i}\"\npassword_hash = \"{hash}\"\nroles = [\"supervisor\"]\n"
+            ));
+        }
     }
     let path = dir.path().join("soak.toml");
     std::fs::write(&path, config)?;
@@ -420,8 +600,10 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || ami_server(ami, rate, ledger, sent, stop));
     }
     {
-        let ledger = ledger.clone();
-        std::thread::spawn(move || xmpp_server(component, xmpp, ledger, sse));
+        let (ledger, kind) = (ledger.clone(), kind.clone());
+        std::thread::spawn(move || {
+            xmpp_server(component, rate, xmpp, supervisors, &kind, ledger, sse)
+        });
     }
     let mut daemon = Daemon(
         Command::new(&bin)
@@ -454,9 +636,12 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || sse_client(http_port, token, c, ledger));
     }
     println!(
-        "soak: {minutes} min at {rate} events/s, {sse} event streams, {xmpp} pascom sessions (daemon pid {pid})"
+        "soak: {minutes} min at {rate} joins/s (and as many leaves), {} queues, {sse} event streams, {xmpp} pascom sessions ({supervisors} supervisors, agents in {} queues each, subscribed to {kind:?}) (daemon pid {pid})",
+        site.queues, site.agent_queues
     );
-    println!("minute  rss_kib  joins_sent  missed  resynced  p50  p99  max");
+    println!(
+        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom"
+    );
     let start = Instant::now();
     let mut warm_rss = 0;
     let mut p99s = Vec::new();
@@ -466,14 +651,14 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         // Joins written more than 2 s ago have reached every consumer, unless lost.
         let settled = sent.load(Ordering::Relaxed).saturating_sub(2 * rate);
-        let (p50, p99, max) = ledger.take_percentiles();
+        let ((p50, p99, max), p99_streams, p99_pascom) = ledger.take_percentiles();
         last_rss = rss_kib(pid);
         if minute == warmup {
             warm_rss = last_rss;
         }
         p99s.push(p99);
         println!(
-            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}",
+            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}",
             sent.load(Ordering::Relaxed),
             ledger.missed(settled),
             ledger.resynced.load(Ordering::Relaxed),
@@ -500,6 +685,10 @@ fn main() -> anyhow::Result<()> {
         ledger.resynced.load(Ordering::Relaxed),
         warnings.load(Ordering::Relaxed),
     );
+    let missing = ledger.missing(last, 8);
+    if !missing.is_empty() {
+        println!("consumers that missed joins (the first {} of them; from {sse} on, pascom sessions): {missing:?}", missing.len());
+    }
     drop(daemon);
     Ok(())
 }
