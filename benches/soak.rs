@@ -33,7 +33,8 @@
 //! subscribed with `scope='supervisor'` to every queue), `QB_SOAK_SUBSCRIBE` (`QueueJoinEvent`:
 //! the subscription's type; `*` asks for every queue event). Issue 16's site is
 //! `QB_SOAK_QUEUES=200 QB_SOAK_AGENT_QUEUES=3 QB_SOAK_XMPP=2050 QB_SOAK_SUPERVISORS=50
-//! QB_SOAK_SSE=500 QB_SOAK_SUBSCRIBE='*'`.
+//! QB_SOAK_SSE=500 QB_SOAK_SUBSCRIBE='*'`. `QB_SOAK_RECONCILE` sets the daemon's
+//! `reconcile_interval` (seconds).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -592,6 +593,15 @@ fn main() -> anyhow::Result<()> {
                 "[[users]]\nname = \"agent{i}\"\npassword_hash = \"{hash}\"\nroles = [\"supervisor\"]\n"
             ));
         }
+    }
+    // `QB_SOAK_RECONCILE`: seconds between the daemon's full reconciliations (its default
+    // when unset), to tell their cost from the rest.
+    if let Ok(secs) = std::env::var("QB_SOAK_RECONCILE") {
+        config = config.replacen(
+            "auth = \"plain\"\n",
+            &format!("auth = \"plain\"\nreconcile_interval = {secs}\n"),
+            1,
+        );
     }
     let path = dir.path().join("soak.toml");
     std::fs::write(&path, config)?;
