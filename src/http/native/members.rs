@@ -87,18 +87,24 @@ pub struct PauseBody {
     reason: String,
 }
 
+impl PauseBody {
+    /// The pause of `interface` in `queue`, or in every queue of its server.
+    fn command(self, queue: Option<String>, interface: String) -> Command {
+        Command::Pause {
+            queue,
+            interface,
+            paused: self.paused,
+            reason: self.reason,
+        }
+    }
+}
+
 pub async fn pause(
     State(app): State<AppState>,
     Path((server, queue, interface)): Path<(String, String, String)>,
     b: Result<Json<PauseBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = body(b)?;
-    let command = Command::Pause {
-        queue: Some(queue),
-        interface,
-        paused: b.paused,
-        reason: b.reason,
-    };
+    let command = body(b)?.command(Some(queue), interface);
     run(&app, &server, command).await
 }
 
@@ -107,13 +113,7 @@ pub async fn pause_everywhere(
     Path((server, interface)): Path<(String, String)>,
     b: Result<Json<PauseBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = body(b)?;
-    let command = Command::Pause {
-        queue: None,
-        interface,
-        paused: b.paused,
-        reason: b.reason,
-    };
+    let command = body(b)?.command(None, interface);
     run(&app, &server, command).await
 }
 
