@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiError, AppState};
 use crate::hub::{Batch, Hub, Resume};
-use crate::state::Change;
+use crate::state::{Change, Snapshot};
 
 /// Comment lines sent on an idle stream so proxies and clients see it is alive.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -60,6 +60,13 @@ fn event(out: &mut Vec<u8>, name: &str, id: u64, data: &impl Serialize) {
         out.truncate(start);
         let _ = write!(out, ": {name} {id} not serialisable\n\n");
     }
+}
+
+/// `event: snapshot` of `snapshot`.
+fn snapshot(snapshot: &Snapshot) -> Bytes {
+    let mut out = Vec::new();
+    event(&mut out, "snapshot", snapshot.seq, snapshot);
+    Bytes::from(out)
 }
 
 /// `event: change` for each of `changes`.
@@ -149,11 +156,9 @@ impl Subscription {
                 })
             }
             Err(RecvError::Lagged(_)) => {
-                let snapshot = self.hub.read(|s| s.snapshot());
-                self.cursor = snapshot.seq;
-                let mut out = Vec::new();
-                event(&mut out, "snapshot", snapshot.seq, &snapshot);
-                Step::Restart(Bytes::from(out))
+                let fresh = self.hub.read(|s| s.snapshot());
+                self.cursor = fresh.seq;
+                Step::Restart(snapshot(&fresh))
             }
             Err(RecvError::Closed) => Step::End,
         }
@@ -181,11 +186,7 @@ pub async fn events(State(app): State<AppState>, headers: HeaderMap) -> Result<R
     // Subscribe before reading the state, so nothing falls between the two.
     let rx = app.hub.subscribe();
     let (cursor, first) = match app.hub.resume(last) {
-        Resume::Snapshot(s) => {
-            let mut out = Vec::new();
-            event(&mut out, "snapshot", s.seq, &s);
-            (s.seq, Bytes::from(out))
-        }
+        Resume::Snapshot(s) => (s.seq, snapshot(&s)),
         Resume::Backlog(backlog) => (
             backlog.last().map_or(last.unwrap_or(0), |c| c.seq),
             changes(&backlog),
