@@ -127,6 +127,11 @@ pub async fn serve(
                 }
             },
         };
+        // Responses and stream events are written whole; Nagle would hold an event written
+        // behind an unacknowledged one until the client's delayed ACK (40 ms on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%e, %peer, "TCP_NODELAY not set");
+        }
         let (id, conn) = {
             let mut all = conns.lock().unwrap_or_else(|e| e.into_inner());
             if !all.make_room(limits.max_connections) {

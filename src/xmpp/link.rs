@@ -91,6 +91,10 @@ pub(super) async fn connect(config: &XmppConfig) -> anyhow::Result<(Stream, Budg
     let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
+    // Stanzas are written in batches already; Nagle would hold a small batch back until the
+    // server acknowledges the one before (up to its delayed-ACK time, 40 ms on Linux).
+    tcp.set_nodelay(true)
+        .with_context(|| format!("setting TCP_NODELAY on {addr}"))?;
     let budget = Budget::default();
     let header = StreamHeader {
         to: Some(Cow::Borrowed(jid.domain().as_str())),
