@@ -33,11 +33,12 @@ fn line(input: &str) -> IResult<&str, &str> {
 }
 
 /// Everything before the first `": "`. nom's `take_until` on `&str` builds a two-way searcher
-/// for every call; a key is a dozen bytes, so a plain scan for `:` is cheapest.
+/// for every call; the first `:` of a line is nearly always the one, so jump from colon to
+/// colon.
 fn until_colon_space(input: &str) -> IResult<&str, &str> {
     let bytes = input.as_bytes();
-    (0..bytes.len())
-        .find(|&i| bytes[i] == b':' && bytes.get(i + 1) == Some(&b' '))
+    memchr::memchr_iter(b':', bytes)
+        .find(|&i| bytes.get(i + 1) == Some(&b' '))
         .map(|i| (&input[i..], &input[..i]))
         .ok_or_else(|| not_found(input))
 }

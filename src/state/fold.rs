@@ -187,22 +187,22 @@ impl Fold<'_> {
         });
     }
 
-    /// The queue, created (with its stable id) the first time anything mentions it.
+    /// The queue, created (with its stable id) the first time anything mentions it. One lookup
+    /// of the server and two of the queue on the way, whatever the event.
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
-        let server = state.server_mut(self.server);
+        let State { servers, ids, .. } = state;
+        let server = super::model::server_entry(servers, self.server);
         if !server.queues.contains_key(name) {
-            let id = state.ids.get_or_assign(self.server, name);
+            let id = ids.get_or_assign(self.server, name);
             let queue = Queue::new(self.server.clone(), Arc::from(name), id);
             self.push(ChangeKind::QueueUpdated {
                 queue: queue.name.clone(),
                 queue_id: id,
                 stats: QueueStats::default(),
             });
-            let server = state.server_mut(self.server);
             return server.queues.entry(name.to_owned()).or_insert(queue);
         }
-        state
-            .server_mut(self.server)
+        server
             .queues
             .get_mut(name)
             .unwrap_or_else(|| unreachable!("queue {name} was checked above"))

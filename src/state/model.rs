@@ -511,23 +511,12 @@ impl State {
     /// The server's entry, created when first seen.
     pub fn server_mut(&mut self, id: &str) -> &mut Server {
         if !self.servers.contains_key(id) {
-            let id: Arc<str> = Arc::from(id);
-            self.servers.insert(
-                id.clone(),
-                Server {
-                    id,
-                    link: Link {
-                        reason: Some("not connected yet".into()),
-                        ..Link::default()
-                    },
-                    queues: BTreeMap::new(),
-                },
-            );
+            return server_entry(&mut self.servers, &Arc::from(id));
         }
-        // Inserted just above when absent.
+        // Checked just above.
         self.servers
             .get_mut(id)
-            .unwrap_or_else(|| unreachable!("server {id} was just inserted"))
+            .unwrap_or_else(|| unreachable!("server {id} was checked above"))
     }
 
     /// A queue by server and name.
@@ -560,4 +549,19 @@ impl State {
     pub fn all_synced(&self) -> bool {
         self.servers.values().all(|s| s.link.synced)
     }
+}
+
+/// The entry of server `id`, created (not connected yet, no queues) when absent.
+pub(super) fn server_entry<'s>(
+    servers: &'s mut BTreeMap<Arc<str>, Server>,
+    id: &Arc<str>,
+) -> &'s mut Server {
+    servers.entry(id.clone()).or_insert_with(|| Server {
+        id: id.clone(),
+        link: Link {
+            reason: Some("not connected yet".into()),
+            ..Link::default()
+        },
+        queues: BTreeMap::new(),
+    })
 }
