@@ -474,22 +474,25 @@ fn xmpp_server(
     }
 }
 
-/// One event stream: stamps every `caller_joined`, counts snapshots after the first.
-fn sse_client(port: u16, token: &str, consumer: usize, ledger: Arc<Ledger>) {
-    let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) else {
+/// One event stream: stamps every `caller_joined`, counts snapshots after the first. The
+/// streams are tasks of one single-threaded runtime: as many OS threads as streams would
+/// preempt the daemon they measure on a small machine.
+async fn sse_client(port: u16, token: &str, consumer: usize, ledger: Arc<Ledger>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let Ok(mut sock) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return;
     };
     let req =
         format!("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
-    if sock.write_all(req.as_bytes()).is_err() {
+    if sock.write_all(req.as_bytes()).await.is_err() {
         return;
     }
-    let mut reader = BufReader::with_capacity(1 << 16, sock);
+    let mut reader = tokio::io::BufReader::with_capacity(1 << 16, sock);
     let mut line = String::new();
     let mut snapshots = 0;
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_line(&mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -509,6 +512,25 @@ fn sse_client(port: u16, token: &str, consumer: usize, ledger: Arc<Ledger>) {
             }
         }
     }
+}
+
+/// Runs `streams` event streams on one thread of their own.
+fn sse_clients(port: u16, token: &'static str, streams: usize, ledger: Arc<Ledger>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for c in 0..streams {
+                tasks.spawn(sse_client(port, token, c, ledger.clone()));
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+    });
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -641,10 +663,7 @@ fn main() -> anyhow::Result<()> {
     while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for c in 0..sse {
-        let ledger = ledger.clone();
-        std::thread::spawn(move || sse_client(http_port, token, c, ledger));
-    }
+    sse_clients(http_port, token, sse, ledger.clone());
     println!(
         "soak: {minutes} min at {rate} joins/s (and as many leaves), {} queues, {sse} event streams, {xmpp} pascom sessions ({supervisors} supervisors, agents in {} queues each, subscribed to {kind:?}) (daemon pid {pid})",
         site.queues, site.agent_queues
