@@ -54,9 +54,13 @@ pub fn replay(bytes: &[u8], server: &str, max_frame: usize) -> Replay {
             Frame::Banner(_) => continue,
         };
         messages += 1;
+        // An event's prelude puts `Timestamp` third, after Event and Privilege (ami.md §1.6):
+        // looking only there spares a scan of every header of every message.
         let at_ms = message
-            .get("Timestamp")
-            .and_then(|t| t.parse::<f64>().ok())
+            .headers()
+            .take(3)
+            .find(|(k, _)| *k == "Timestamp")
+            .and_then(|(_, t)| t.parse::<f64>().ok())
             .map_or(0, |t| (t * 1000.0) as u64);
         let what = match demux.push(message) {
             Routed::Pending => continue,

@@ -144,7 +144,7 @@ pub fn queue_result(m: &Message) -> Option<&str> {
 }
 
 fn int(v: &str) -> i64 {
-    v.trim().parse().unwrap_or(0)
+    v.trim_ascii().parse().unwrap_or(0)
 }
 
 fn flag(v: &str) -> bool {
@@ -153,20 +153,20 @@ fn flag(v: &str) -> bool {
 
 /// Fills the caller block; returns false when the key is not part of it.
 fn caller_field<'a>(c: &mut CallerFields<'a>, k: &str, v: &'a str) -> bool {
-    match k {
-        "Queue" => c.queue = v,
-        "Channel" => c.channel = v,
-        "Uniqueid" => c.uniqueid = v,
-        "Linkedid" => c.linkedid = v,
-        "CallerIDNum" => c.caller_id_num = v,
-        "CallerIDName" => c.caller_id_name = v,
-        "ConnectedLineNum" => c.connected_line_num = v,
-        "ConnectedLineName" => c.connected_line_name = v,
-        "Position" => c.position = int(v),
-        "Count" => c.count = Some(int(v)),
-        "OriginalPosition" => c.original_position = int(v),
-        "Exten" => c.exten = v,
-        "ChanVariable" => match v.strip_prefix("CALLERID(pres)=") {
+    match k.as_bytes() {
+        b"Queue" => c.queue = v,
+        b"Channel" => c.channel = v,
+        b"Uniqueid" => c.uniqueid = v,
+        b"Linkedid" => c.linkedid = v,
+        b"CallerIDNum" => c.caller_id_num = v,
+        b"CallerIDName" => c.caller_id_name = v,
+        b"ConnectedLineNum" => c.connected_line_num = v,
+        b"ConnectedLineName" => c.connected_line_name = v,
+        b"Position" => c.position = int(v),
+        b"Count" => c.count = Some(int(v)),
+        b"OriginalPosition" => c.original_position = int(v),
+        b"Exten" => c.exten = v,
+        b"ChanVariable" => match v.strip_prefix("CALLERID(pres)=") {
             Some(pres) => c.presentation = Some(pres),
             None => return false,
         },
@@ -189,15 +189,15 @@ fn agent(m: &Message) -> AgentFields<'_> {
         if caller_field(&mut a.caller, k, v) {
             continue;
         }
-        match k {
-            "Interface" | "Location" | "Member" => a.interface = v,
-            "MemberName" => a.member_name = v,
-            "DestChannel" => a.dest_channel = v,
-            "DestUniqueid" => a.dest_uniqueid = v,
-            "HoldTime" => a.hold_time = int(v),
-            "RingTime" => a.ring_time = int(v),
-            "TalkTime" => a.talk_time = int(v),
-            "Reason" => a.reason = v,
+        match k.as_bytes() {
+            b"Interface" | b"Location" | b"Member" => a.interface = v,
+            b"MemberName" => a.member_name = v,
+            b"DestChannel" => a.dest_channel = v,
+            b"DestUniqueid" => a.dest_uniqueid = v,
+            b"HoldTime" => a.hold_time = int(v),
+            b"RingTime" => a.ring_time = int(v),
+            b"TalkTime" => a.talk_time = int(v),
+            b"Reason" => a.reason = v,
             _ => {}
         }
     }
@@ -207,23 +207,23 @@ fn agent(m: &Message) -> AgentFields<'_> {
 fn member(m: &Message) -> MemberFields<'_> {
     let mut f = MemberFields::default();
     for (k, v) in m.headers() {
-        match k {
-            "Queue" => f.queue = v,
-            "MemberName" | "Name" => f.name = v,
-            "Interface" | "Location" => f.interface = v,
-            "StateInterface" => f.state_interface = v,
-            "Membership" => f.membership = v,
-            "Penalty" => f.penalty = int(v),
-            "CallsTaken" => f.calls_taken = int(v),
-            "LastCall" => f.last_call = int(v),
-            "LastPause" => f.last_pause = int(v),
-            "LoginTime" => f.login_time = int(v),
-            "InCall" => f.in_call = flag(v),
-            "Status" => f.status = int(v),
-            "Paused" => f.paused = flag(v),
-            "PausedReason" => f.paused_reason = v,
-            "Ringinuse" => f.ring_in_use = Some(flag(v)),
-            "Wrapuptime" => f.wrapup_time = int(v),
+        match k.as_bytes() {
+            b"Queue" => f.queue = v,
+            b"MemberName" | b"Name" => f.name = v,
+            b"Interface" | b"Location" => f.interface = v,
+            b"StateInterface" => f.state_interface = v,
+            b"Membership" => f.membership = v,
+            b"Penalty" => f.penalty = int(v),
+            b"CallsTaken" => f.calls_taken = int(v),
+            b"LastCall" => f.last_call = int(v),
+            b"LastPause" => f.last_pause = int(v),
+            b"LoginTime" => f.login_time = int(v),
+            b"InCall" => f.in_call = flag(v),
+            b"Status" => f.status = int(v),
+            b"Paused" => f.paused = flag(v),
+            b"PausedReason" => f.paused_reason = v,
+            b"Ringinuse" => f.ring_in_use = Some(flag(v)),
+            b"Wrapuptime" => f.wrapup_time = int(v),
             _ => {}
         }
     }
@@ -239,23 +239,23 @@ fn member(m: &Message) -> MemberFields<'_> {
 fn params(m: &Message) -> ParamsFields<'_> {
     let mut p = ParamsFields::default();
     for (k, v) in m.headers() {
-        match k {
-            "Queue" => p.queue = v,
-            "Max" => p.max = int(v),
-            "Strategy" => p.strategy = v,
-            "Calls" => p.calls = int(v),
-            "Holdtime" | "HoldTime" => p.hold_time = int(v),
-            "TalkTime" => p.talk_time = int(v),
-            "Completed" => p.completed = int(v),
-            "Abandoned" => p.abandoned = int(v),
-            "ServiceLevel" => p.service_level = int(v),
-            "ServicelevelPerf" | "ServiceLevelPerf" => {
-                p.service_level_perf = v.trim().parse().unwrap_or(0.0)
+        match k.as_bytes() {
+            b"Queue" => p.queue = v,
+            b"Max" => p.max = int(v),
+            b"Strategy" => p.strategy = v,
+            b"Calls" => p.calls = int(v),
+            b"Holdtime" | b"HoldTime" => p.hold_time = int(v),
+            b"TalkTime" => p.talk_time = int(v),
+            b"Completed" => p.completed = int(v),
+            b"Abandoned" => p.abandoned = int(v),
+            b"ServiceLevel" => p.service_level = int(v),
+            b"ServicelevelPerf" | b"ServiceLevelPerf" => {
+                p.service_level_perf = v.trim_ascii().parse().unwrap_or(0.0)
             }
-            "ServicelevelPerf2" | "ServiceLevelPerf2" => {
-                p.service_level_perf2 = v.trim().parse().unwrap_or(0.0)
+            b"ServicelevelPerf2" | b"ServiceLevelPerf2" => {
+                p.service_level_perf2 = v.trim_ascii().parse().unwrap_or(0.0)
             }
-            "Weight" => p.weight = int(v),
+            b"Weight" => p.weight = int(v),
             _ => {}
         }
     }
@@ -268,9 +268,9 @@ fn entry(m: &Message) -> EntryFields<'_> {
         if caller_field(&mut e.caller, k, v) {
             continue;
         }
-        match k {
-            "Wait" => e.wait = int(v),
-            "Priority" => e.priority = int(v),
+        match k.as_bytes() {
+            b"Wait" => e.wait = int(v),
+            b"Priority" => e.priority = int(v),
             _ => {}
         }
     }
@@ -283,34 +283,34 @@ impl<'a> Event<'a> {
         let Some(name) = m.event_name() else {
             return Event::Other;
         };
-        match name {
-            "QueueCallerJoin" | "Join" => Event::CallerJoin(caller(m)),
-            "QueueCallerLeave" | "Leave" => Event::CallerLeave(caller(m)),
-            "QueueCallerAbandon" => Event::CallerAbandon(agent(m)),
-            "AgentCalled" => Event::AgentCalled(agent(m)),
-            "AgentRingNoAnswer" => Event::AgentRingNoAnswer(agent(m)),
-            "AgentConnect" => Event::AgentConnect(agent(m)),
-            "AgentComplete" => Event::AgentComplete(agent(m)),
-            "AgentDump" => Event::AgentDump(agent(m)),
-            "QueueMemberStatus" => Event::MemberStatus(member(m)),
-            "QueueMemberAdded" => Event::MemberAdded(member(m)),
-            "QueueMemberRemoved" => Event::MemberRemoved(member(m)),
-            "QueueMemberPause" | "QueueMemberPaused" => Event::MemberPause(member(m)),
-            "QueueMemberPenalty" => Event::MemberPenalty(member(m)),
-            "QueueMemberRinginuse" => Event::MemberRinginuse(member(m)),
-            "QueueParams" => Event::Params(params(m)),
-            "QueueMember" => Event::Member(member(m)),
-            "QueueEntry" => Event::Entry(entry(m)),
-            "FullyBooted" => Event::FullyBooted,
-            "Shutdown" => Event::Shutdown,
-            "Hangup" => match queue_result(m) {
+        match name.as_bytes() {
+            b"QueueCallerJoin" | b"Join" => Event::CallerJoin(caller(m)),
+            b"QueueCallerLeave" | b"Leave" => Event::CallerLeave(caller(m)),
+            b"QueueCallerAbandon" => Event::CallerAbandon(agent(m)),
+            b"AgentCalled" => Event::AgentCalled(agent(m)),
+            b"AgentRingNoAnswer" => Event::AgentRingNoAnswer(agent(m)),
+            b"AgentConnect" => Event::AgentConnect(agent(m)),
+            b"AgentComplete" => Event::AgentComplete(agent(m)),
+            b"AgentDump" => Event::AgentDump(agent(m)),
+            b"QueueMemberStatus" => Event::MemberStatus(member(m)),
+            b"QueueMemberAdded" => Event::MemberAdded(member(m)),
+            b"QueueMemberRemoved" => Event::MemberRemoved(member(m)),
+            b"QueueMemberPause" | b"QueueMemberPaused" => Event::MemberPause(member(m)),
+            b"QueueMemberPenalty" => Event::MemberPenalty(member(m)),
+            b"QueueMemberRinginuse" => Event::MemberRinginuse(member(m)),
+            b"QueueParams" => Event::Params(params(m)),
+            b"QueueMember" => Event::Member(member(m)),
+            b"QueueEntry" => Event::Entry(entry(m)),
+            b"FullyBooted" => Event::FullyBooted,
+            b"Shutdown" => Event::Shutdown,
+            b"Hangup" => match queue_result(m) {
                 Some(queue_status) => Event::Hangup {
                     uniqueid: m.get("Uniqueid").unwrap_or_default(),
                     queue_status,
                 },
                 None => Event::Other,
             },
-            "Reload" | "Load" | "Unload" => Event::Module {
+            b"Reload" | b"Load" | b"Unload" => Event::Module {
                 what: name,
                 module: m.get("Module").unwrap_or_default(),
                 status: m.get("Status").unwrap_or_default(),

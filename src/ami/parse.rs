@@ -3,13 +3,13 @@
 //! The framer hands over the text of one message without its closing empty line; this module
 //! splits it into headers. It never sees a partial message, so "incomplete" cannot happen here:
 //! anything that does not fit the grammar is a malformed message.
+//!
+//! The grammar works on bytes: every delimiter is ASCII, so each split falls on a character
+//! boundary of the (already checked) UTF-8 text, and no rule decodes characters.
 
 use bytestring::ByteString;
-use nom::branch::alt;
-use nom::bytes::complete::tag;
-use nom::combinator::{all_consuming, rest, verify};
+use nom::bytes::complete::take_till1;
 use nom::error::ErrorKind;
-use nom::sequence::separated_pair;
 use nom::{IResult, Parser};
 
 use super::message::Field;
@@ -24,75 +24,70 @@ pub enum ParseError {
 
 /// `line = *(%x00-09 / %x0B-FF) LF` — a line ends at LF; a CR before it is not part of it,
 /// a lone CR elsewhere is data (ami.md §1.2). The last line may lack its LF.
-fn line(input: &str) -> IResult<&str, &str> {
-    let (text, rest) = match memchr::memchr(b'\n', input.as_bytes()) {
+fn line(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    let (text, rest) = match memchr::memchr(b'\n', input) {
         Some(i) => (&input[..i], &input[i + 1..]),
-        None => (input, ""),
+        None => (input, &input[input.len()..]),
     };
-    Ok((rest, text.strip_suffix('\r').unwrap_or(text)))
+    Ok((rest, text.strip_suffix(b"\r").unwrap_or(text)))
 }
 
-/// Everything before the first `": "`. nom's `take_until` on `&str` builds a two-way searcher
-/// for every call; the first `:` of a line is nearly always the one, so jump from colon to
-/// colon.
-fn until_colon_space(input: &str) -> IResult<&str, &str> {
-    let bytes = input.as_bytes();
-    memchr::memchr_iter(b':', bytes)
-        .find(|&i| bytes.get(i + 1) == Some(&b' '))
-        .map(|i| (&input[i..], &input[..i]))
-        .ok_or_else(|| not_found(input))
-}
-
-/// Everything before the first `:`.
-fn until_colon(input: &str) -> IResult<&str, &str> {
-    memchr::memchr(b':', input.as_bytes())
-        .map(|i| (&input[i..], &input[..i]))
-        .ok_or_else(|| not_found(input))
-}
-
-fn not_found(input: &str) -> nom::Err<nom::error::Error<&str>> {
-    nom::Err::Error(nom::error::Error::new(input, ErrorKind::TakeUntil))
+/// `key = 1*(%x00-39 / %x3B-FF)` — everything before the line's first `:`, never empty.
+fn key(line: &[u8]) -> IResult<&[u8], &[u8]> {
+    take_till1(|b| b == b':').parse(line)
 }
 
 /// `header = key ": " value / key ":" value` — split at the first `": "`, falling back to the
-/// first `:` (ami.md §1.3); the key is never empty.
-fn header(line: &str) -> IResult<&str, (&str, &str)> {
-    let non_empty = |k: &&str| !k.is_empty();
-    all_consuming(alt((
-        separated_pair(verify(until_colon_space, non_empty), tag(": "), rest),
-        separated_pair(verify(until_colon, non_empty), tag(":"), rest),
-    )))
-    .parse(line)
+/// first `:` (ami.md §1.3). A key may itself hold a colon (`ChanVariable(IAX2/10.0.0.1:4569-1)`)
+/// as long as no space follows it.
+fn header(line: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
+    let (after, first_key) = key(line)?;
+    // `after` starts with the first `:`; `key` stopped there or at the end of the line.
+    let Some(tail) = after.strip_prefix(b":") else {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            after,
+            ErrorKind::Tag,
+        )));
+    };
+    if let Some(value) = tail.strip_prefix(b" ") {
+        return Ok((&[], (first_key, value))); // the first `:` is the first `": "`: nearly always
+    }
+    Ok(match memchr::memmem::find(tail, b": ") {
+        Some(i) => {
+            let key_len = first_key.len() + 1 + i;
+            (&[], (&line[..key_len], &line[key_len + 2..]))
+        }
+        None => (&[], (first_key, tail)),
+    })
+}
+
+/// Whether the message is a response: its first line is `Response: …`.
+fn is_response(text: &[u8]) -> bool {
+    text.get(..9)
+        .is_some_and(|k| k.eq_ignore_ascii_case(b"Response:"))
 }
 
 /// `message = 1*header-line` — one pass over the lines, straight into header ranges.
-/// Whether the message is a response: its first line is `Response: …`.
-fn is_response(text: &str) -> bool {
-    text.get(..9)
-        .is_some_and(|k| k.eq_ignore_ascii_case("Response:"))
-}
-
 pub(crate) fn message(text: ByteString) -> Result<Message, ParseError> {
-    let base = text.as_ptr() as usize;
-    let at = |s: &str| s.as_ptr() as usize - base;
+    let bytes: &[u8] = text.as_bytes();
+    let base = bytes.as_ptr() as usize;
+    let at = |s: &[u8]| s.as_ptr() as usize - base;
+    let range = |s: &[u8]| at(s)..at(s) + s.len();
     let mut fields = Vec::with_capacity(24);
-    let mut input: &str = &text;
+    let mut input = bytes;
     while !input.is_empty() {
         let (rest, l) = line(input).map_err(|_| ParseError::NotAHeader)?;
         if l.is_empty() {
             return Err(ParseError::NotAHeader); // the framer never leaves an empty line inside
         }
         match header(l) {
-            Ok((_, (k, v))) => {
-                fields.push(Field::new(at(k)..at(k) + k.len(), at(v)..at(v) + v.len()))
-            }
+            Ok((_, (k, v))) => fields.push(Field::new(range(k), range(v))),
             // A response may carry a line of free text: GetConfig on a file without
             // categories answers `No categories found`. It is kept as a key with no value.
-            Err(_) if !fields.is_empty() && is_response(&text) && !l.starts_with(':') => fields
-                .push(Field::new(
-                    at(l)..at(l) + l.len(),
-                    at(l) + l.len()..at(l) + l.len(),
-                )),
+            Err(_) if !fields.is_empty() && is_response(bytes) && !l.starts_with(b":") => {
+                let end = at(l) + l.len();
+                fields.push(Field::new(range(l), end..end))
+            }
             Err(_) => return Err(ParseError::NotAHeader),
         }
         input = rest;
