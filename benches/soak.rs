@@ -35,6 +35,13 @@
 //! `QB_SOAK_QUEUES=200 QB_SOAK_AGENT_QUEUES=3 QB_SOAK_XMPP=2050 QB_SOAK_SUPERVISORS=50
 //! QB_SOAK_SSE=500 QB_SOAK_SUBSCRIBE='*'`. `QB_SOAK_RECONCILE` sets the daemon's
 //! `reconcile_interval` (seconds).
+//!
+//! `QB_SOAK_PROSODY=1` puts a real Prosody (Debian's, with the repository's configuration and
+//! `mod_pascom.lua`, as the tests run it) between the daemon and the pascom sessions: the
+//! sessions are then XMPP clients that log in over c2s (SASL PLAIN, all of them tasks of one
+//! thread), send their `ClientInfo` through Prosody and stamp what Prosody delivers. Each
+//! minute's line then also shows the CPU share of the daemon and of Prosody, to see which one
+//! is the limit. Thousands of clients need as many file descriptors: `ulimit -n 16384` first.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -43,8 +50,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/c2s.rs"]
+mod c2s;
 #[path = "support/component.rs"]
 mod component;
+#[allow(dead_code)] // the tests' slixmpp client is not used here
+#[path = "../tests/common/prosody.rs"]
+mod prosody;
+
+/// A free loopback port (for `prosody`).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
 
 fn count(var: &str, default: u64) -> u64 {
     std::env::var(var)
@@ -421,11 +441,11 @@ fn xmpp_server(
         } else {
             "user"
         };
-        let iq = format!(
-            "<iq from='agent{i}@example.test/desk' to='pbx.example.test' type='get' id='ci{i}'>\
-             <cmd xmlns='http://www.pascom.net/mobydick' module='xmppuser'><ClientInfo><AddSubscription>\
-             <Subscription module='queue' type='{kind}' scope='{scope}'/>\
-             </AddSubscription></ClientInfo></cmd></iq>"
+        let iq = client_info(
+            i,
+            &format!(" from='agent{i}@example.test/desk' to='pbx.example.test'"),
+            kind,
+            scope,
         );
         if sock.write_all(iq.as_bytes()).is_err() {
             return;
@@ -446,32 +466,136 @@ fn xmpp_server(
         };
         let at = Instant::now();
         buf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(end) = memchr::memmem::find(&buf[start..], b"</message>") {
-            let message = &buf[start..start + end];
+        let done = stamp_headlines(&buf, at, &ledger, |message| {
             let to = memchr::memmem::find(message, b"to='agent")
                 .or_else(|| memchr::memmem::find(message, b"to=\"agent"))
-                .map(|p| &message[p + 9..]);
-            let session = to.and_then(|t| {
-                let len = t.iter().take_while(|c| c.is_ascii_digit()).count();
-                std::str::from_utf8(&t[..len]).ok()?.parse::<usize>().ok()
-            });
-            if memchr::memmem::find(message, b"QueueJoinEvent").is_some() {
-                if let (Some(p), Some(s)) = (memchr::memmem::find(message, b"<phone>"), session) {
-                    let digits = &message[p + 7..];
-                    let len = digits.iter().take_while(|c| c.is_ascii_digit()).count();
-                    if let Some(seq) = std::str::from_utf8(&digits[..len])
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                    {
-                        ledger.stamp(first + s, seq, at);
+                .map(|p| &message[p + 9..])?;
+            Some(first + leading_number(to)? as usize)
+        });
+        buf.drain(..done);
+    }
+}
+
+/// The decimal number `text` starts with.
+fn leading_number(text: &[u8]) -> Option<u64> {
+    let len = text.iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&text[..len]).ok()?.parse().ok()
+}
+
+/// Stamps every QueueJoinEvent headline among the whole `<message>`s in `buf` for the
+/// consumer `consumer_of` names; returns how many bytes were whole messages.
+fn stamp_headlines(
+    buf: &[u8],
+    at: Instant,
+    ledger: &Ledger,
+    consumer_of: impl Fn(&[u8]) -> Option<usize>,
+) -> usize {
+    let mut start = 0;
+    while let Some(end) = memchr::memmem::find(&buf[start..], b"</message>") {
+        let message = &buf[start..start + end];
+        if memchr::memmem::find(message, b"QueueJoinEvent").is_some() {
+            let seq = memchr::memmem::find(message, b"<phone>")
+                .and_then(|p| leading_number(&message[p + 7..]));
+            if let (Some(seq), Some(consumer)) = (seq, consumer_of(message)) {
+                ledger.stamp(consumer, seq, at);
+            }
+        }
+        start += end + 10;
+    }
+    start
+}
+
+/// The `ClientInfo` that opens a pascom session subscribed to queue events of `kind`.
+fn client_info(id: usize, from_to: &str, kind: &str, scope: &str) -> String {
+    format!(
+        "<iq{from_to} type='get' id='ci{id}'>\
+         <cmd xmlns='http://www.pascom.net/mobydick' module='xmppuser'><ClientInfo><AddSubscription>\
+         <Subscription module='queue' type='{kind}' scope='{scope}'/>\
+         </AddSubscription></ClientInfo></cmd></iq>"
+    )
+}
+
+/// The pascom sessions as real clients of a real Prosody, on one thread of their own: they
+/// log in (at most 64 at a time), then each sends its `ClientInfo` and stamps what it reads.
+/// Returns how many logged in, once all have tried.
+fn prosody_clients(
+    c2s_port: u16,
+    rate: u64,
+    sessions: usize,
+    supervisors: usize,
+    kind: String,
+    ledger: Arc<Ledger>,
+    first: usize,
+) -> usize {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            let _ = tx.send(0);
+            return;
+        };
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let gate = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut logins = tokio::task::JoinSet::new();
+            for i in 0..sessions {
+                let gate = gate.clone();
+                logins.spawn(async move {
+                    let _permit = gate.acquire().await.ok()?;
+                    let user = format!("agent{i}");
+                    match c2s::login(c2s_port, prosody::DOMAIN, &user, "pw", "desk").await {
+                        Ok(session) => Some((i, session)),
+                        Err(e) => {
+                            eprintln!("soak: {user} could not log in to Prosody: {e}");
+                            None
+                        }
                     }
+                });
+            }
+            let mut clients = Vec::with_capacity(sessions);
+            while let Some(done) = logins.join_next().await {
+                if let Ok(Some(client)) = done {
+                    clients.push(client);
                 }
             }
-            start += end + 10;
-        }
-        buf.drain(..start);
-    }
+            let _ = tx.send(clients.len());
+            let mut readers = tokio::task::JoinSet::new();
+            for (i, mut session) in clients {
+                let scope = if i >= sessions - supervisors {
+                    "supervisor"
+                } else {
+                    "user"
+                };
+                let iq = client_info(i, "", &kind, scope);
+                if session.sock.write_all(iq.as_bytes()).await.is_err() {
+                    continue;
+                }
+                let ledger = ledger.clone();
+                readers.spawn(async move {
+                    let mut chunk = vec![0u8; 1 << 16];
+                    loop {
+                        let n = match session.sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let at = Instant::now();
+                        session.buf.extend_from_slice(&chunk[..n]);
+                        let done = stamp_headlines(&session.buf, at, &ledger, |_| Some(first + i));
+                        session.buf.drain(..done);
+                    }
+                });
+            }
+            // Sessions opened after the stream began count from two seconds' worth of joins on.
+            let latest = ledger.latest.load(Ordering::Relaxed);
+            ledger
+                .counted_from
+                .store(latest + 2 * rate, Ordering::Relaxed);
+            while readers.join_next().await.is_some() {}
+        });
+    });
+    rx.recv().unwrap_or(0)
 }
 
 /// One event stream: stamps every `caller_joined`, counts snapshots after the first. The
@@ -533,6 +657,30 @@ fn sse_clients(port: u16, token: &'static str, streams: usize, ledger: Arc<Ledge
     });
 }
 
+/// CPU time a process has used, in clock ticks (user and system, `/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -542,6 +690,23 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Waits until the daemon's `/metrics` has a line starting with `line`.
+fn wait_for_metric(port: u16, line: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut text = String::new();
+            let _ = sock.read_to_string(&mut text);
+            if text.lines().any(|l| l.starts_with(line)) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the daemon's metrics never showed {line:?}")
 }
 
 struct Daemon(Child);
@@ -578,6 +743,18 @@ fn main() -> anyhow::Result<()> {
     let ledger = Arc::new(Ledger::new(site, sse, queues_of));
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let with_prosody = std::env::var_os("QB_SOAK_PROSODY").is_some();
+    let needed = (xmpp + sse) as u64 + 256;
+    if with_prosody && open_files_limit() < needed {
+        anyhow::bail!("{xmpp} XMPP clients need {needed} open files: `ulimit -n 16384` first");
+    }
+    let accounts: Vec<(String, String)> = (0..xmpp)
+        .filter(|_| with_prosody)
+        .map(|i| (format!("agent{i}"), "pw".to_owned()))
+        .collect();
+    let accounts: Vec<(&str, &str)> = accounts.iter().map(|(u, p)| (&**u, &**p)).collect();
+    let prosody = with_prosody
+        .then(|| prosody::Prosody::start_with(&accounts, prosody::Accounts::PlainFiles, "warn"));
     let ami = TcpListener::bind("127.0.0.1:0")?;
     let component = TcpListener::bind("127.0.0.1:0")?;
     let http = TcpListener::bind("127.0.0.1:0")?;
@@ -593,12 +770,21 @@ fn main() -> anyhow::Result<()> {
     let mut config = format!(
         "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{token}\"\nmax_event_streams = {}\nmax_connections = {}\n\
          [[ami]]\nid = \"pbx1\"\nhost = \"127.0.0.1\"\nport = {ami_port}\nusername = \"u\"\nsecret = \"s\"\nauth = \"plain\"\n\
-         [xmpp]\nserver = \"127.0.0.1:{xmpp_port}\"\ncomponent = \"pbx.example.test\"\nsecret = \"soak\"\ndomain = \"example.test\"\n\
+         [xmpp]\nserver = \"127.0.0.1:{}\"\ncomponent = \"pbx.example.test\"\nsecret = \"{}\"\ndomain = \"example.test\"\n\
          ping_interval = 3600.0\n",
         dir.path().display().to_string(),
         sse + 16,
-        (sse + 64).max(1024)
+        (sse + 64).max(1024),
+        prosody.as_ref().map_or(xmpp_port, |p| p.component_port),
+        if with_prosody { prosody::SECRET } else { "soak" },
     );
+    // With Prosody, the metrics say when the component link is up.
+    let metrics_port = free_port();
+    if with_prosody {
+        config.push_str(&format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ));
+    }
     for i in 0..xmpp {
         if i < agents {
             let queues: Vec<String> = site
@@ -631,7 +817,7 @@ fn main() -> anyhow::Result<()> {
         let (ledger, sent, stop) = (ledger.clone(), sent.clone(), stop.clone());
         std::thread::spawn(move || ami_server(ami, rate, ledger, sent, stop));
     }
-    {
+    if !with_prosody {
         let (ledger, kind) = (ledger.clone(), kind.clone());
         std::thread::spawn(move || {
             xmpp_server(component, rate, xmpp, supervisors, &kind, ledger, sse)
@@ -664,13 +850,39 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     sse_clients(http_port, token, sse, ledger.clone());
+    if let Some(p) = &prosody {
+        wait_for_metric(
+            metrics_port,
+            "queuebridge_xmpp_link_up 1",
+            Duration::from_secs(30),
+        )?;
+        let t = Instant::now();
+        let logged_in = prosody_clients(
+            p.c2s_port,
+            rate,
+            xmpp,
+            supervisors,
+            kind.clone(),
+            ledger.clone(),
+            sse,
+        );
+        println!(
+            "soak: {logged_in} of {xmpp} clients logged in to Prosody in {:?}",
+            t.elapsed()
+        );
+    }
     println!(
         "soak: {minutes} min at {rate} joins/s (and as many leaves), {} queues, {sse} event streams, {xmpp} pascom sessions ({supervisors} supervisors, agents in {} queues each, subscribed to {kind:?}) (daemon pid {pid})",
         site.queues, site.agent_queues
     );
     println!(
-        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom"
+        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom  cpu_daemon{}",
+        if with_prosody { "  cpu_prosody" } else { "" }
     );
+    let prosody_pid = prosody.as_ref().and_then(|p| p.pid());
+    let mut ticks = (cpu_ticks(pid), prosody_pid.map_or(0, cpu_ticks));
+    // Clock ticks are 1/100 s on Linux: the ticks of a minute over 60 s are a percentage of one core.
+    let share = |now: u64, then: u64| format!("{:.0} %", (now - then) as f64 / 60.0);
     let start = Instant::now();
     let mut warm_rss = 0;
     let mut p99s = Vec::new();
@@ -686,12 +898,19 @@ fn main() -> anyhow::Result<()> {
             warm_rss = last_rss;
         }
         p99s.push(p99);
+        let now = (cpu_ticks(pid), prosody_pid.map_or(0, cpu_ticks));
+        let prosody_share = match prosody_pid {
+            Some(_) => format!("  {}", share(now.1, ticks.1)),
+            None => String::new(),
+        };
         println!(
-            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}",
+            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}  {}{prosody_share}",
             sent.load(Ordering::Relaxed),
             ledger.missed(settled),
             ledger.resynced.load(Ordering::Relaxed),
+            share(now.0, ticks.0),
         );
+        ticks = now;
     }
     // The exact tally: stop the stream, let the last joins arrive.
     stop.store(true, Ordering::Relaxed);

@@ -37,9 +37,26 @@ fn as_prosody(program: &str) -> Command {
     c
 }
 
+/// How a [`Prosody`]'s accounts are made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Accounts {
+    /// `prosodyctl register`, as an administrator does (hashed passwords); a fraction of a
+    /// second per account.
+    Registered,
+    /// `internal_plain`'s data files written directly: for the thousands of accounts of a
+    /// benchmark. The server then keeps plain passwords and takes SASL PLAIN without TLS, so
+    /// only on a private loopback server.
+    PlainFiles,
+}
+
 impl Prosody {
     /// Starts Prosody with these users (name, password) registered.
     pub fn start(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, Accounts::Registered, "debug")
+    }
+
+    /// Starts Prosody with these users, made as `accounts` says, logging from `log_level` up.
+    pub fn start_with(users: &[(&str, &str)], accounts: Accounts, log_level: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("qb-prosody-")
             .tempdir()
@@ -64,7 +81,7 @@ impl Prosody {
             ("@INTERFACE@", "127.0.0.1".to_owned()),
             ("@C2S_PORT@", c2s_port.to_string()),
             ("@COMPONENT_PORT@", component_port.to_string()),
-            ("@LOG_LEVEL@", "debug".to_owned()),
+            ("@LOG_LEVEL@", log_level.to_owned()),
             ("@LOG@", format!("{r}/prosody.log")),
             ("@DOMAIN@", DOMAIN.to_owned()),
             ("@COMPONENT@", COMPONENT.to_owned()),
@@ -76,6 +93,35 @@ impl Prosody {
             !rendered.contains("@"),
             "unrendered placeholder:\n{rendered}"
         );
+        let rendered = match accounts {
+            Accounts::Registered => rendered,
+            Accounts::PlainFiles => {
+                // The layout of Prosody's `internal` storage (util/datamanager.lua): host and
+                // user names with every non-alphanumeric byte %-encoded, one Lua table per
+                // account.
+                let encode = |name: &str| -> String {
+                    name.bytes()
+                        .map(|b| match b.is_ascii_alphanumeric() {
+                            true => char::from(b).to_string(),
+                            false => format!("%{b:02x}"),
+                        })
+                        .collect()
+                };
+                let dir = root.join("data").join(encode(DOMAIN)).join("accounts");
+                std::fs::create_dir_all(&dir).expect("accounts dir");
+                for (user, password) in users {
+                    let table = format!("return {{\n\t[\"password\"] = {password:?};\n}};\n");
+                    std::fs::write(dir.join(format!("{}.dat", encode(user))), table)
+                        .expect("account");
+                }
+                // SASL PLAIN without TLS, which a client of thousands of sessions can speak
+                // without a SCRAM implementation: loopback only.
+                rendered.replace(
+                    "authentication = \"internal_hashed\"",
+                    "authentication = \"internal_plain\"\nallow_unencrypted_plain_auth = true",
+                )
+            }
+        };
         std::fs::write(&config, rendered).expect("write config");
         let status = Command::new("chown")
             .args(["-R", "prosody:prosody"])
@@ -84,7 +130,7 @@ impl Prosody {
             .expect("chown");
         assert!(status.success(), "chown {r}");
         let cfg = config.display().to_string();
-        for (user, password) in users {
+        for (user, password) in users.iter().filter(|_| accounts == Accounts::Registered) {
             let out = as_prosody("prosodyctl")
                 .args(["--config", &cfg, "register", user, DOMAIN, password])
                 .output()
@@ -145,6 +191,11 @@ impl Prosody {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The server process's PID while it runs (`setpriv` execs it: this is Prosody's own).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {
