@@ -97,6 +97,8 @@ struct Ledger {
     resynced: AtomicU64,
     /// The latest join written.
     latest: AtomicU64,
+    /// Pascom headlines read, of every kind.
+    headlines: AtomicU64,
     /// Joins before this one are not counted as read or missed: a pascom session opened
     /// while the stream flows is told who is waiting when it subscribes, which may be a
     /// caller from before its first live join.
@@ -159,6 +161,7 @@ impl Ledger {
             first: (0..consumers).map(|_| AtomicU64::new(u64::MAX)).collect(),
             resynced: AtomicU64::new(0),
             latest: AtomicU64::new(0),
+            headlines: AtomicU64::new(0),
             counted_from: AtomicU64::new(0),
             site,
             queues_of,
@@ -493,6 +496,7 @@ fn stamp_headlines(
     let mut start = 0;
     while let Some(end) = memchr::memmem::find(&buf[start..], b"</message>") {
         let message = &buf[start..start + end];
+        ledger.headlines.fetch_add(1, Ordering::Relaxed);
         if memchr::memmem::find(message, b"QueueJoinEvent").is_some() {
             let seq = memchr::memmem::find(message, b"<phone>")
                 .and_then(|p| leading_number(&message[p + 7..]));
@@ -517,10 +521,9 @@ fn client_info(id: usize, from_to: &str, kind: &str, scope: &str) -> String {
 
 /// The pascom sessions as real clients of a real Prosody, on one thread of their own: they
 /// log in (at most 64 at a time), then each sends its `ClientInfo` and stamps what it reads.
-/// Returns how many logged in, once all have tried.
+/// Returns how many logged in, once all have sent their `ClientInfo`.
 fn prosody_clients(
     c2s_port: u16,
-    rate: u64,
     sessions: usize,
     supervisors: usize,
     kind: String,
@@ -560,7 +563,7 @@ fn prosody_clients(
                     clients.push(client);
                 }
             }
-            let _ = tx.send(clients.len());
+            let logged_in = clients.len();
             let mut readers = tokio::task::JoinSet::new();
             for (i, mut session) in clients {
                 let scope = if i >= sessions - supervisors {
@@ -587,11 +590,7 @@ fn prosody_clients(
                     }
                 });
             }
-            // Sessions opened after the stream began count from two seconds' worth of joins on.
-            let latest = ledger.latest.load(Ordering::Relaxed);
-            ledger
-                .counted_from
-                .store(latest + 2 * rate, Ordering::Relaxed);
+            let _ = tx.send(logged_in);
             while readers.join_next().await.is_some() {}
         });
     });
@@ -849,6 +848,11 @@ fn main() -> anyhow::Result<()> {
     while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
+    if with_prosody {
+        // Nothing counts until the clients have logged in (`prosody_clients` says from where):
+        // the event streams would otherwise count from their first join.
+        ledger.counted_from.store(u64::MAX, Ordering::Relaxed);
+    }
     sse_clients(http_port, token, sse, ledger.clone());
     if let Some(p) = &prosody {
         wait_for_metric(
@@ -859,15 +863,24 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let logged_in = prosody_clients(
             p.c2s_port,
-            rate,
             xmpp,
             supervisors,
             kind.clone(),
             ledger.clone(),
             sse,
         );
+        // The joins count from two seconds after the daemon has every session.
+        wait_for_metric(
+            metrics_port,
+            &format!("queuebridge_xmpp_sessions {logged_in}"),
+            Duration::from_secs(60),
+        )?;
+        let latest = ledger.latest.load(Ordering::Relaxed);
+        ledger
+            .counted_from
+            .store(latest + 2 * rate, Ordering::Relaxed);
         println!(
-            "soak: {logged_in} of {xmpp} clients logged in to Prosody in {:?}",
+            "soak: {logged_in} of {xmpp} clients logged in to Prosody, and had their sessions, in {:?}",
             t.elapsed()
         );
     }
@@ -876,7 +889,7 @@ fn main() -> anyhow::Result<()> {
         site.queues, site.agent_queues
     );
     println!(
-        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom  cpu_daemon{}",
+        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom  headlines/s  cpu_daemon{}",
         if with_prosody { "  cpu_prosody" } else { "" }
     );
     let prosody_pid = prosody.as_ref().and_then(|p| p.pid());
@@ -904,10 +917,11 @@ fn main() -> anyhow::Result<()> {
             None => String::new(),
         };
         println!(
-            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}  {}{prosody_share}",
+            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}  {:>11}  {}{prosody_share}",
             sent.load(Ordering::Relaxed),
             ledger.missed(settled),
             ledger.resynced.load(Ordering::Relaxed),
+            ledger.headlines.swap(0, Ordering::Relaxed) / 60,
             share(now.0, ticks.0),
         );
         ticks = now;
