@@ -519,9 +519,10 @@ fn client_info(id: usize, from_to: &str, kind: &str, scope: &str) -> String {
     )
 }
 
-/// The pascom sessions as real clients of a real Prosody, on one thread of their own: they
-/// log in (at most 64 at a time), then each sends its `ClientInfo` and stamps what it reads.
-/// Returns how many logged in, once all have sent their `ClientInfo`.
+/// The pascom sessions as real clients of a real Prosody, on one thread of their own. Each
+/// logs in and sends its `ClientInfo` (at most 64 at a time), then stamps what it reads.
+/// The daemon bounds the commands it runs at once and asks the rest to try again, as a
+/// client then does. Returns how many have their session, once all have tried.
 fn prosody_clients(
     c2s_port: u16,
     sessions: usize,
@@ -536,47 +537,51 @@ fn prosody_clients(
             .enable_all()
             .build()
         else {
-            let _ = tx.send(0);
             return;
         };
         rt.block_on(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let gate = Arc::new(tokio::sync::Semaphore::new(64));
-            let mut logins = tokio::task::JoinSet::new();
+            let kind: Arc<str> = Arc::from(kind);
+            let mut clients = tokio::task::JoinSet::new();
             for i in 0..sessions {
-                let gate = gate.clone();
-                logins.spawn(async move {
-                    let _permit = gate.acquire().await.ok()?;
+                let (gate, kind, ledger, tx) =
+                    (gate.clone(), kind.clone(), ledger.clone(), tx.clone());
+                clients.spawn(async move {
+                    let permit = gate.acquire().await;
+                    let scope = if i >= sessions - supervisors {
+                        "supervisor"
+                    } else {
+                        "user"
+                    };
                     let user = format!("agent{i}");
-                    match c2s::login(c2s_port, prosody::DOMAIN, &user, "pw", "desk").await {
-                        Ok(session) => Some((i, session)),
-                        Err(e) => {
-                            eprintln!("soak: {user} could not log in to Prosody: {e}");
-                            None
+                    let opened = async {
+                        let mut s =
+                            c2s::login(c2s_port, prosody::DOMAIN, &user, "pw", "desk").await?;
+                        for _ in 0..100 {
+                            let iq = client_info(i, "", &kind, scope);
+                            s.sock.write_all(iq.as_bytes()).await?;
+                            let answer =
+                                c2s::read_through(&mut s.sock, &mut s.buf, b"</iq>").await?;
+                            if memchr::memmem::find(&answer, b"try again").is_none() {
+                                return Ok(s);
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                    }
-                });
-            }
-            let mut clients = Vec::with_capacity(sessions);
-            while let Some(done) = logins.join_next().await {
-                if let Ok(Some(client)) = done {
-                    clients.push(client);
-                }
-            }
-            let logged_in = clients.len();
-            let mut readers = tokio::task::JoinSet::new();
-            for (i, mut session) in clients {
-                let scope = if i >= sessions - supervisors {
-                    "supervisor"
-                } else {
-                    "user"
-                };
-                let iq = client_info(i, "", &kind, scope);
-                if session.sock.write_all(iq.as_bytes()).await.is_err() {
-                    continue;
-                }
-                let ledger = ledger.clone();
-                readers.spawn(async move {
+                        Err(std::io::Error::other(
+                            "the daemon never took the ClientInfo",
+                        ))
+                    };
+                    let mut session = match opened.await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("soak: {user} has no pascom session: {e}");
+                            let _ = tx.send(false);
+                            return;
+                        }
+                    };
+                    drop(permit);
+                    let _ = tx.send(true);
                     let mut chunk = vec![0u8; 1 << 16];
                     loop {
                         let n = match session.sock.read(&mut chunk).await {
@@ -590,11 +595,11 @@ fn prosody_clients(
                     }
                 });
             }
-            let _ = tx.send(logged_in);
-            while readers.join_next().await.is_some() {}
+            drop(tx);
+            while clients.join_next().await.is_some() {}
         });
     });
-    rx.recv().unwrap_or(0)
+    rx.iter().take(sessions).filter(|ok| *ok).count()
 }
 
 /// One event stream: stamps every `caller_joined`, counts snapshots after the first. The
@@ -694,6 +699,8 @@ fn rss_kib(pid: u32) -> u64 {
 /// Waits until the daemon's `/metrics` has a line starting with `line`.
 fn wait_for_metric(port: u16, line: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
+    let name = line.split(' ').next().unwrap_or(line);
+    let mut seen = String::new();
     while Instant::now() < deadline {
         if let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
@@ -702,10 +709,13 @@ fn wait_for_metric(port: u16, line: &str, within: Duration) -> anyhow::Result<()
             if text.lines().any(|l| l.starts_with(line)) {
                 return Ok(());
             }
+            if let Some(l) = text.lines().find(|l| l.starts_with(name)) {
+                seen = l.to_owned();
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    anyhow::bail!("the daemon's metrics never showed {line:?}")
+    anyhow::bail!("the daemon's metrics never showed {line:?} (last: {seen:?})")
 }
 
 struct Daemon(Child);

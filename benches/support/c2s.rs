@@ -15,13 +15,16 @@ pub struct Session {
     pub buf: Vec<u8>,
 }
 
-/// Reads until `needle` has arrived and drops everything up to and including it.
-async fn read_past(sock: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> io::Result<()> {
+/// Reads until `needle` has arrived and takes everything up to and including it.
+pub async fn read_through(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    needle: &[u8],
+) -> io::Result<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(i) = memchr::memmem::find(buf, needle) {
-            buf.drain(..i + needle.len());
-            return Ok(());
+            return Ok(buf.drain(..i + needle.len()).collect());
         }
         if let Some(i) = memchr::memmem::find(buf, b"<failure") {
             let text = String::from_utf8_lossy(&buf[i..]).into_owned();
@@ -40,7 +43,9 @@ async fn open_stream(sock: &mut TcpStream, buf: &mut Vec<u8>, domain: &str) -> i
          xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
     );
     sock.write_all(header.as_bytes()).await?;
-    read_past(sock, buf, b"</stream:features>").await
+    read_through(sock, buf, b"</stream:features>")
+        .await
+        .map(drop)
 }
 
 /// Logs `user@domain/resource` in with `password` on the c2s port and sends initial presence.
@@ -59,7 +64,7 @@ pub async fn login(
     let auth =
         format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>");
     sock.write_all(auth.as_bytes()).await?;
-    read_past(&mut sock, &mut buf, b"<success").await?;
+    read_through(&mut sock, &mut buf, b"<success").await?;
     buf.clear();
     open_stream(&mut sock, &mut buf, domain).await?;
     let bind = format!(
@@ -67,7 +72,7 @@ pub async fn login(
          <resource>{resource}</resource></bind></iq>"
     );
     sock.write_all(bind.as_bytes()).await?;
-    read_past(&mut sock, &mut buf, b"</iq>").await?;
+    read_through(&mut sock, &mut buf, b"</iq>").await?;
     sock.write_all(b"<presence/>").await?;
     Ok(Session { sock, buf })
 }
