@@ -7,7 +7,6 @@
 //! resident memory is its own. Sizes: `QB_BENCH_QUEUES` (comma-separated, default
 //! 1000,10000,40000).
 
-use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,11 @@ use queuebridge::ami::Message;
 use queuebridge::hub::Hub;
 use queuebridge::state::{Input, LinkChange, QueueIds, QueueStatus, Scope, State, What};
 
-/// The system allocator, counting the bytes allocated and not yet freed: what the state holds,
-/// exactly, whatever the allocator keeps for reuse.
+/// The daemon's allocator (jemalloc, src/main.rs), counting the bytes allocated and not yet
+/// freed: what the state holds, exactly, whatever the allocator keeps for reuse.
 #[global_allocator]
-static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+static ALLOCATOR: Cap<tikv_jemallocator::Jemalloc> =
+    Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
 const SERVER: &str = "pbx1";
 const MEMBERS_PER_QUEUE: usize = 2;
