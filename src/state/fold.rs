@@ -178,6 +178,23 @@ fn waiting(position: usize, caller: &Caller) -> Waiting {
     }
 }
 
+/// The queue, and whether it was created just now (with its stable id). One lookup of the
+/// server and two of the queue on the way, whatever the event.
+fn queue_entry<'s>(state: &'s mut State, server: &Arc<str>, name: &str) -> (&'s mut Queue, bool) {
+    let State { servers, ids, .. } = state;
+    let entry = super::model::server_entry(servers, server);
+    if !entry.queues.contains_key(name) {
+        let id = ids.get_or_assign(server, name);
+        let queue = Queue::new(server.clone(), Arc::from(name), id);
+        return (entry.queues.entry(name.to_owned()).or_insert(queue), true);
+    }
+    let queue = entry
+        .queues
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("queue {name} was checked above"));
+    (queue, false)
+}
+
 impl Fold<'_> {
     fn push(&mut self, kind: ChangeKind) {
         self.changes.push(Change {
@@ -187,25 +204,18 @@ impl Fold<'_> {
         });
     }
 
-    /// The queue, created (with its stable id) the first time anything mentions it. One lookup
-    /// of the server and two of the queue on the way, whatever the event.
+    /// The queue, created (with its stable id) the first time anything mentions it, and
+    /// announced then with what is known of it: nothing yet.
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
-        let State { servers, ids, .. } = state;
-        let server = super::model::server_entry(servers, self.server);
-        if !server.queues.contains_key(name) {
-            let id = ids.get_or_assign(self.server, name);
-            let queue = Queue::new(self.server.clone(), Arc::from(name), id);
+        let (queue, created) = queue_entry(state, self.server, name);
+        if created {
             self.push(ChangeKind::QueueUpdated {
                 queue: queue.name.clone(),
-                queue_id: id,
+                queue_id: queue.id,
                 stats: QueueStats::default(),
             });
-            return server.queues.entry(name.to_owned()).or_insert(queue);
         }
-        server
-            .queues
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("queue {name} was checked above"))
+        queue
     }
 
     fn link(&mut self, state: &mut State, change: &LinkChange) {
@@ -528,9 +538,19 @@ impl Fold<'_> {
     ) {
         let at = self.at_secs;
         let name = p.queue;
-        let q = self.queue(state, name);
+        // A queue the snapshot brings is announced with its statistics, its callers not yet
+        // counted: they follow, each a change, and the count after them if there are any.
+        let (q, created) = queue_entry(state, self.server, name);
         let queue = q.name.clone();
         let mut changes = Vec::new();
+        if created {
+            merge_stats(&mut q.stats, p, 0);
+            changes.push(ChangeKind::QueueUpdated {
+                queue: queue.clone(),
+                queue_id: q.id,
+                stats: q.stats.clone(),
+            });
+        }
 
         if let Some(members) = members {
             let listed: HashSet<&str> = members.iter().map(|m| m.interface).collect();

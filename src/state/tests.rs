@@ -392,6 +392,37 @@ fn a_caller_first_seen_in_a_snapshot_entered_wait_seconds_ago() {
 }
 
 #[test]
+fn a_queue_first_seen_in_a_snapshot_is_announced_once_with_its_statistics() {
+    let mut st = state();
+    let quiet = snapshot(
+        &mut st,
+        0,
+        Scope::Merge,
+        vec![
+            params("sales", "0"),
+            list_member(&member("sales", "Local/agent1@agents", "1", "0")),
+        ],
+    );
+    assert!(
+        matches!(&quiet[..], [ChangeKind::QueueUpdated { stats, .. }, ChangeKind::MemberUpdated { .. }]
+        if stats.strategy == "ringall" && stats.service_level == 60 && stats.calls == 0)
+    );
+    // With callers, the count follows them: every announcement agrees with the callers
+    // published before it.
+    let busy = snapshot(
+        &mut st,
+        0,
+        Scope::Merge,
+        vec![params("support", "1"), entry("support", "1.1", "1", "5")],
+    );
+    assert!(matches!(&busy[..], [
+        ChangeKind::QueueUpdated { stats: before, .. },
+        ChangeKind::CallerJoined { .. },
+        ChangeKind::QueueUpdated { stats: after, .. },
+    ] if before.calls == 0 && before.strategy == "ringall" && after.calls == 1));
+}
+
+#[test]
 fn a_full_snapshot_removes_what_is_gone_and_marks_the_link_synced() {
     let mut st = state();
     apply(&mut st, &input(0, What::Link(LinkChange::Up)));

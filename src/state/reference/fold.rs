@@ -163,8 +163,23 @@ impl Fold<'_> {
         });
     }
 
-    /// The queue, created (with its stable id) the first time anything mentions it.
+    /// The queue, created (with its stable id) the first time anything mentions it, and
+    /// announced then with what is known of it: nothing yet.
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
+        let created = !state.server_mut(self.server).queues.contains_key(name);
+        let queue = self.queue_entry(state, name);
+        if created {
+            self.push(ChangeKind::QueueUpdated {
+                queue: queue.name.clone(),
+                queue_id: queue.id,
+                stats: QueueStats::default(),
+            });
+        }
+        queue
+    }
+
+    /// The queue, created (with its stable id) if it is new.
+    fn queue_entry<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
         let server = state.server_mut(self.server);
         if !server.queues.contains_key(name) {
             let id = state.ids.get_or_assign(self.server, name);
@@ -178,11 +193,6 @@ impl Fold<'_> {
                 connected_calls: Vec::new(),
                 ringing: Vec::new(),
             };
-            self.push(ChangeKind::QueueUpdated {
-                queue: queue.name.clone(),
-                queue_id: id,
-                stats: QueueStats::default(),
-            });
             let server = state.server_mut(self.server);
             return server.queues.entry(name.to_owned()).or_insert(queue);
         }
@@ -509,9 +519,21 @@ impl Fold<'_> {
     ) {
         let at = self.at_secs;
         let name = p.queue;
-        let q = self.queue(state, name);
+        // A new queue is announced with the snapshot's statistics, its callers not yet counted.
+        let created = !state.server_mut(self.server).queues.contains_key(name);
+        let q = self.queue_entry(state, name);
         let queue = q.name.clone();
         let mut changes = Vec::new();
+        if created {
+            let mut stats = stats_from(p);
+            stats.calls = 0;
+            q.stats = stats.clone();
+            changes.push(ChangeKind::QueueUpdated {
+                queue: queue.clone(),
+                queue_id: q.id,
+                stats,
+            });
+        }
 
         if let Some(members) = members {
             let listed: BTreeSet<&str> = members.iter().map(|m| m.interface).collect();
