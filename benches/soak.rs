@@ -532,74 +532,75 @@ fn prosody_clients(
     first: usize,
 ) -> usize {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let gate = Arc::new(tokio::sync::Semaphore::new(64));
-            let kind: Arc<str> = Arc::from(kind);
-            let mut clients = tokio::task::JoinSet::new();
-            for i in 0..sessions {
-                let (gate, kind, ledger, tx) =
-                    (gate.clone(), kind.clone(), ledger.clone(), tx.clone());
-                clients.spawn(async move {
-                    let permit = gate.acquire().await;
-                    let scope = if i >= sessions - supervisors {
-                        "supervisor"
-                    } else {
-                        "user"
-                    };
-                    let user = format!("agent{i}");
-                    let opened = async {
-                        let mut s =
-                            c2s::login(c2s_port, prosody::DOMAIN, &user, "pw", "desk").await?;
-                        for _ in 0..100 {
-                            let iq = client_info(i, "", &kind, scope);
-                            s.sock.write_all(iq.as_bytes()).await?;
-                            let answer =
-                                c2s::read_through(&mut s.sock, &mut s.buf, b"</iq>").await?;
-                            if memchr::memmem::find(&answer, b"try again").is_none() {
-                                return Ok(s);
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+    on_own_thread(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = Arc::new(tokio::sync::Semaphore::new(64));
+        let kind: Arc<str> = Arc::from(kind);
+        let mut clients = tokio::task::JoinSet::new();
+        for i in 0..sessions {
+            let (gate, kind, ledger, tx) = (gate.clone(), kind.clone(), ledger.clone(), tx.clone());
+            clients.spawn(async move {
+                let permit = gate.acquire().await;
+                let scope = if i >= sessions - supervisors {
+                    "supervisor"
+                } else {
+                    "user"
+                };
+                let user = format!("agent{i}");
+                let opened = async {
+                    let mut s = c2s::login(c2s_port, prosody::DOMAIN, &user, "pw", "desk").await?;
+                    for _ in 0..100 {
+                        let iq = client_info(i, "", &kind, scope);
+                        s.sock.write_all(iq.as_bytes()).await?;
+                        let answer = c2s::read_through(&mut s.sock, &mut s.buf, b"</iq>").await?;
+                        if memchr::memmem::find(&answer, b"try again").is_none() {
+                            return Ok(s);
                         }
-                        Err(std::io::Error::other(
-                            "the daemon never took the ClientInfo",
-                        ))
-                    };
-                    let mut session = match opened.await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            eprintln!("soak: {user} has no pascom session: {e}");
-                            let _ = tx.send(false);
-                            return;
-                        }
-                    };
-                    drop(permit);
-                    let _ = tx.send(true);
-                    let mut chunk = vec![0u8; 1 << 16];
-                    loop {
-                        let n = match session.sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let at = Instant::now();
-                        session.buf.extend_from_slice(&chunk[..n]);
-                        let done = stamp_headlines(&session.buf, at, &ledger, |_| Some(first + i));
-                        session.buf.drain(..done);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                });
-            }
-            drop(tx);
-            while clients.join_next().await.is_some() {}
-        });
+                    Err(std::io::Error::other(
+                        "the daemon never took the ClientInfo",
+                    ))
+                };
+                let mut session = match opened.await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("soak: {user} has no pascom session: {e}");
+                        let _ = tx.send(false);
+                        return;
+                    }
+                };
+                drop(permit);
+                let _ = tx.send(true);
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    let n = match session.sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let at = Instant::now();
+                    session.buf.extend_from_slice(&chunk[..n]);
+                    let done = stamp_headlines(&session.buf, at, &ledger, |_| Some(first + i));
+                    session.buf.drain(..done);
+                }
+            });
+        }
+        drop(tx);
+        while clients.join_next().await.is_some() {}
     });
     rx.iter().take(sessions).filter(|ok| *ok).count()
+}
+
+/// Runs `task` on a single-threaded runtime on a thread of its own.
+fn on_own_thread(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(task);
+        }
+    });
 }
 
 /// One event stream: stamps every `caller_joined`, counts snapshots after the first. The
@@ -644,20 +645,12 @@ async fn sse_client(port: u16, token: &str, consumer: usize, ledger: Arc<Ledger>
 
 /// Runs `streams` event streams on one thread of their own.
 fn sse_clients(port: u16, token: &'static str, streams: usize, ledger: Arc<Ledger>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for c in 0..streams {
-                tasks.spawn(sse_client(port, token, c, ledger.clone()));
-            }
-            while tasks.join_next().await.is_some() {}
-        });
+    on_own_thread(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..streams {
+            tasks.spawn(sse_client(port, token, c, ledger.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
     });
 }
 
