@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Interval, MissedTickBehavior};
@@ -41,18 +41,26 @@ pub type Batch = Arc<Changes>;
 
 /// A batch's changes, and their rendering for the subscribers that write every change the same
 /// way to every client (the native event stream): made once, by the first that needs it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Changes {
     changes: Vec<Arc<Change>>,
     rendered: OnceLock<bytes::Bytes>,
+    folded: Instant,
 }
 
 impl Changes {
+    /// A batch folded now.
     pub fn new(changes: Vec<Arc<Change>>) -> Self {
         Self {
             changes,
             rendered: OnceLock::new(),
+            folded: Instant::now(),
         }
+    }
+
+    /// When the changes were folded: what a front end's delivery time is measured from.
+    pub fn folded(&self) -> Instant {
+        self.folded
     }
 
     /// The changes rendered by `render`; the first caller renders, the others share it.

@@ -42,6 +42,7 @@ pub const AMI_RESYNC_DURATION: &str = "queuebridge_ami_last_resync_duration_seco
 pub const XMPP_LINK_UP: &str = "queuebridge_xmpp_link_up";
 pub const XMPP_SESSIONS: &str = "queuebridge_xmpp_sessions";
 pub const XMPP_SUBSCRIPTIONS: &str = "queuebridge_xmpp_subscriptions";
+pub const XMPP_DELIVERY: &str = "queuebridge_xmpp_delivery_seconds";
 pub const HTTP_REQUESTS: &str = "queuebridge_http_requests_total";
 
 /// The member states of [`QUEUE_MEMBERS`], in exposition order.
@@ -53,6 +54,10 @@ const CALL_BUCKETS: [f64; 12] = [
 ];
 /// AMI action buckets, seconds.
 const ACTION_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Headline delivery buckets, seconds: a client's picture should be a few milliseconds behind.
+const DELIVERY_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
 
 fn describe() {
     describe_gauge!(QUEUE_CALLERS_WAITING, "Callers waiting in the queue now.");
@@ -117,6 +122,12 @@ fn describe() {
         XMPP_SUBSCRIPTIONS,
         "Event subscriptions of all XMPP client sessions."
     );
+    describe_histogram!(
+        XMPP_DELIVERY,
+        Unit::Seconds,
+        "Time from the fold of a change to its headlines written to the component socket, \
+         one observation per headline."
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status code.");
 }
 
@@ -145,6 +156,7 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), &CALL_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(QUEUE_TALK.into()), &CALL_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(AMI_ACTION_DURATION.into()), &ACTION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(XMPP_DELIVERY.into()), &DELIVERY_BUCKETS)?
         // Gauges are set at every scrape; one the last scrape did not set (a queue that is
         // gone) is dropped a second later.
         .idle_timeout(
@@ -159,6 +171,12 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
 /// Records one AMI action's round trip.
 pub fn action_duration(server: &str, took: Duration) {
     histogram!(AMI_ACTION_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
+}
+
+/// Records that `stanzas` headlines reached the component socket `took` after the fold that
+/// made them: one observation per headline, one call per chunk.
+pub fn xmpp_delivery(stanzas: usize, took: Duration) {
+    histogram!(XMPP_DELIVERY).record_many(took.as_secs_f64(), stanzas);
 }
 
 /// Counts AMI events by name for one link; names outside the known set are counted as

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::prosody::{Client, Prosody, COMPONENT, DOMAIN};
 use common::proxy::Proxy;
-use common::{until, Asterisk, Bridge, Driver, QUEUE_IDS};
+use common::{free_port, until, Asterisk, Bridge, Driver, QUEUE_IDS};
 use queuebridge::ami::Message;
 use tokio_xmpp::minidom::Element;
 
@@ -221,6 +221,8 @@ struct Setup {
     bridge: Bridge,
     /// Between queuebridge and Prosody's component port, when asked for.
     proxy: Option<Proxy>,
+    /// Where queuebridge's `/metrics` is.
+    metrics_port: u16,
 }
 
 async fn setup() -> Setup {
@@ -243,7 +245,9 @@ async fn setup_with(proxied: bool) -> Setup {
         Some(p) => prosody.xmpp_config_via(p.port),
         None => prosody.xmpp_config(),
     };
-    let bridge = Bridge::start_extra(ast.port, &format!("{}{xmpp}", users()));
+    let metrics_port = free_port();
+    let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let bridge = Bridge::start_extra(ast.port, &format!("{}{xmpp}{metrics}", users()));
     bridge.wait_health(200).await;
     Setup {
         ast,
@@ -251,7 +255,20 @@ async fn setup_with(proxied: bool) -> Setup {
         prosody,
         bridge,
         proxy,
+        metrics_port,
     }
+}
+
+/// A sample of queuebridge's `/metrics`, by its name and labels as written.
+async fn metric(port: u16, sample: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,6 +278,7 @@ async fn seed_commands_and_events_equal_asterisk() {
         mut driver,
         prosody,
         bridge,
+        metrics_port,
         ..
     } = setup().await;
     let mut tweber = prosody.client("tweber", "pw", "mdfxclient_tw");
@@ -684,6 +702,17 @@ async fn seed_commands_and_events_equal_asterisk() {
     );
     assert_eq!(parse(&direct).attr("from"), Some(COMPONENT), "{direct}");
     assert_eq!(cmd(&direct).0, "queue.QueueMemberStates");
+
+    // Every headline above was timed from its fold to the component socket, on loopback
+    // within far less than the histogram's last bucket.
+    let count = metric(metrics_port, "queuebridge_xmpp_delivery_seconds_count").await;
+    assert!(count.is_some_and(|n| n >= 10.0), "delivery count {count:?}");
+    let slow = metric(
+        metrics_port,
+        "queuebridge_xmpp_delivery_seconds_bucket{le=\"1\"}",
+    )
+    .await;
+    assert_eq!(slow, count, "every headline within a second");
     drop(bridge);
 }
 
@@ -814,6 +843,7 @@ async fn sessions_outlive_a_cut_or_dead_component_link() {
         prosody,
         bridge,
         proxy,
+        ..
     } = setup_with(true).await;
     let proxy = proxy.expect("proxy");
     let mut tweber = prosody.client("tweber", "pw", "laptop");
@@ -943,6 +973,7 @@ async fn a_flooding_client_and_a_caller_xml_cannot_carry_hold_up_nobody() {
         prosody,
         bridge,
         proxy: _,
+        ..
     } = setup().await;
     let mut tweber = prosody.client("tweber", "pw", "desk");
     let mut boss = prosody.client("mpasquay", "pw", "desk");
@@ -1046,6 +1077,7 @@ async fn a_deeply_nested_stanza_does_not_take_the_daemon_down() {
         prosody,
         mut bridge,
         proxy: _,
+        ..
     } = setup().await;
     let mut tweber = prosody.client("tweber", "pw", "desk");
     let mut boss = prosody.client("mpasquay", "pw", "desk");

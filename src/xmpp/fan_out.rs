@@ -2,6 +2,7 @@
 //! every subscribed session, rendered once per event.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,10 @@ pub(super) async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
         };
         let dir = front.access.directory();
         let up = *link.borrow_and_update();
+        let folded = match &next {
+            Some(Ok(batch)) if !behind => Some(batch.folded()),
+            _ => None,
+        };
         let events = match next {
             Some(Err(RecvError::Closed)) => return,
             _ if !up => {
@@ -59,19 +64,25 @@ pub(super) async fn fan_out(front: Arc<Front>, shutdown: CancellationToken) {
                 front.hub.read(|s| published.catch_up(s, &dir))
             }
         };
-        front.deliver(&events, &published).await;
+        front.deliver(&events, &published, folded).await;
     }
 }
 
 impl Front {
     /// Queues one headline per event for every session that gets it (each at most once),
-    /// rendered in chunks; waits while the link's backlog is full.
-    pub async fn deliver(&self, events: &[events::Event], published: &Published) {
+    /// rendered in chunks; waits while the link's backlog is full. `folded`: when the changes
+    /// behind the events were folded, if they come from one batch.
+    pub async fn deliver(
+        &self,
+        events: &[events::Event],
+        published: &Published,
+        folded: Option<Instant>,
+    ) {
         if events.is_empty() || !*self.connected.borrow() {
             return;
         }
         let dir = self.access.directory();
-        let mut headlines = Renderer::new(&self.component_str, &self.backlog);
+        let mut headlines = Renderer::new(&self.component_str, &self.backlog, folded);
         for event in events {
             let recipients = self.sessions().recipients(event, &dir, published);
             if recipients.is_empty() {

@@ -23,6 +23,7 @@ use tokio_xmpp::Stanza;
 use tracing::{debug, info, warn};
 
 use crate::config::XmppConfig;
+use crate::metrics;
 
 use super::capped::{Budget, Capped};
 use super::outbound::Outbound;
@@ -229,6 +230,9 @@ pub(super) async fn write_batch(
                         SinkExt::<&XmppStreamElement>::flush(stream).await?;
                     }
                     write_raw(stream, &h.bytes).await?;
+                    if let Some(folded) = h.folded {
+                        metrics::xmpp_delivery(h.stanzas, folded.elapsed());
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! what waits for the link is bounded in bytes, whatever the number of recipients of an event.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_xmpp::minidom::rxml::writer::Encoder;
@@ -102,6 +103,9 @@ impl Backlog {
 pub struct Rendered {
     pub bytes: Vec<u8>,
     pub stanzas: usize,
+    /// When the changes these headlines tell of were folded (None for a catch-up from the
+    /// state): the link measures delivery from it.
+    pub folded: Option<Instant>,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -113,10 +117,12 @@ pub struct Renderer<'a> {
     backlog: &'a Backlog,
     bytes: Vec<u8>,
     stanzas: usize,
+    folded: Option<Instant>,
 }
 
 impl<'a> Renderer<'a> {
-    pub fn new(from: &str, backlog: &'a Backlog) -> Self {
+    /// Headlines from `from` about changes folded at `folded`.
+    pub fn new(from: &str, backlog: &'a Backlog, folded: Option<Instant>) -> Self {
         let head = attribute_safe(from).then(|| {
             let mut head = b"<message from=\"".to_vec();
             escape_attribute(&mut head, from);
@@ -128,6 +134,7 @@ impl<'a> Renderer<'a> {
             backlog,
             bytes: Vec::new(),
             stanzas: 0,
+            folded,
         }
     }
 
@@ -161,6 +168,7 @@ impl<'a> Renderer<'a> {
         Some(Rendered {
             bytes,
             stanzas: std::mem::take(&mut self.stanzas),
+            folded: self.folded,
             _budget: budget,
         })
     }
@@ -226,7 +234,7 @@ mod tests {
                 .parse()
                 .expect("payload");
         let budget = Backlog::default();
-        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        let mut renderer = Renderer::new("pbx.example.test", &budget, None);
         let encoded = Payload::new(&payload).expect("payload");
         let to = [
             "tweber@example.test/desk",
@@ -258,7 +266,7 @@ mod tests {
         good.append_text("Eve");
         let good = Payload::new(&good).expect("serializes");
         let budget = Backlog::default();
-        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        let mut renderer = Renderer::new("pbx.example.test", &budget, None);
         assert!(
             !renderer.add("a@b/Eve\u{1}", &good),
             "a control character in the address"
@@ -271,7 +279,7 @@ mod tests {
     async fn chunks_wait_for_room_in_the_budget() {
         let payload = Payload::new(&Element::bare("x", "urn:test")).expect("payload");
         let budget = Backlog::default();
-        let mut renderer = Renderer::new("pbx.example.test", &budget);
+        let mut renderer = Renderer::new("pbx.example.test", &budget, None);
         while renderer.bytes.len() < BACKLOG_BYTES {
             renderer.add("a@b/c", &payload);
         }
