@@ -14,8 +14,9 @@
 //!
 //! Every minute it prints the daemon's RSS, the joins each consumer missed (a consumer that was
 //! sent a fresh snapshot instead is counted as resynced, not as a loss) and the p50/p99/max
-//! latency from the AMI write to the consumer's read. At the end: RSS growth after the warm-up
-//! (the first minute), events lost, and whether p99 stayed flat.
+//! latency from the AMI write to the consumer's read, and the bucket the p99 of the daemon's own
+//! `queuebridge_xmpp_delivery_seconds` (fold to component socket) falls in. At the end: RSS
+//! growth after the warm-up (the first minute), events lost, and whether p99 stayed flat.
 //!
 //! The warm-up is the first `QB_SOAK_WARMUP` minutes (2): the call history keeps a caller who
 //! left unanswered without an abandon for 60 s before it writes the call as `unknown`, so its
@@ -689,22 +690,65 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The daemon's `/metrics` as text (empty when it cannot be read).
+fn scrape(port: u16) -> String {
+    let mut text = String::new();
+    if let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) {
+        let _ = sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let _ = sock.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The cumulative buckets of the daemon's delivery histogram: (upper bound, count).
+fn delivery_buckets(port: u16) -> Vec<(f64, u64)> {
+    scrape(port)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("queuebridge_xmpp_delivery_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket the p99 of what was observed between two scrapes falls in, as "≤ bound".
+fn delivery_p99(then: &[(f64, u64)], now: &[(f64, u64)]) -> String {
+    let delta: Vec<(f64, u64)> = now
+        .iter()
+        .map(|(le, n)| {
+            let before = then.iter().find(|(l, _)| l == le).map_or(0, |(_, c)| *c);
+            (*le, n.saturating_sub(before))
+        })
+        .collect();
+    let total = delta.last().map_or(0, |(_, n)| *n);
+    if total == 0 {
+        return "-".to_owned();
+    }
+    let want = (total as f64 * 0.99).ceil() as u64;
+    match delta.iter().find(|(_, n)| *n >= want) {
+        Some((le, _)) if le.is_finite() => format!("≤{}ms", le * 1000.0),
+        _ => "≥5s".to_owned(),
+    }
+}
+
 /// Waits until the daemon's `/metrics` has a line starting with `line`.
 fn wait_for_metric(port: u16, line: &str, within: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let name = line.split(' ').next().unwrap_or(line);
     let mut seen = String::new();
     while Instant::now() < deadline {
-        if let Ok(mut sock) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = sock.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut text = String::new();
-            let _ = sock.read_to_string(&mut text);
-            if text.lines().any(|l| l.starts_with(line)) {
-                return Ok(());
-            }
-            if let Some(l) = text.lines().find(|l| l.starts_with(name)) {
-                seen = l.to_owned();
-            }
+        let text = scrape(port);
+        if text.lines().any(|l| l.starts_with(line)) {
+            return Ok(());
+        }
+        if let Some(l) = text.lines().find(|l| l.starts_with(name)) {
+            seen = l.to_owned();
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -780,13 +824,12 @@ fn main() -> anyhow::Result<()> {
         prosody.as_ref().map_or(xmpp_port, |p| p.component_port),
         if with_prosody { prosody::SECRET } else { "soak" },
     );
-    // With Prosody, the metrics say when the component link is up.
+    // The metrics say when the component link is up, and how long headlines took from the
+    // fold to the component socket, by the daemon's own clock.
     let metrics_port = free_port();
-    if with_prosody {
-        config.push_str(&format!(
-            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
-        ));
-    }
+    config.push_str(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+    ));
     for i in 0..xmpp {
         if i < agents {
             let queues: Vec<String> = site
@@ -892,11 +935,12 @@ fn main() -> anyhow::Result<()> {
         site.queues, site.agent_queues
     );
     println!(
-        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom  headlines/s  cpu_daemon{}",
+        "minute  rss_kib  joins_sent  missed  resynced  p50  p99  max  p99_streams  p99_pascom  p99_fold_to_socket  headlines/s  cpu_daemon{}",
         if with_prosody { "  cpu_prosody" } else { "" }
     );
     let prosody_pid = prosody.as_ref().and_then(|p| p.pid());
     let mut ticks = (cpu_ticks(pid), prosody_pid.map_or(0, cpu_ticks));
+    let mut delivered = delivery_buckets(metrics_port);
     // Clock ticks are 1/100 s on Linux: the ticks of a minute over 60 s are a percentage of one core.
     let share = |now: u64, then: u64| format!("{:.0} %", (now - then) as f64 / 60.0);
     let start = Instant::now();
@@ -915,19 +959,22 @@ fn main() -> anyhow::Result<()> {
         }
         p99s.push(p99);
         let now = (cpu_ticks(pid), prosody_pid.map_or(0, cpu_ticks));
+        let now_delivered = delivery_buckets(metrics_port);
         let prosody_share = match prosody_pid {
             Some(_) => format!("  {}", share(now.1, ticks.1)),
             None => String::new(),
         };
         println!(
-            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}  {:>11}  {}{prosody_share}",
+            "{minute:>6}  {last_rss:>7}  {:>10}  {:>6}  {:>8}  {p50:?}  {p99:?}  {max:?}  {p99_streams:?}  {p99_pascom:?}  {:>18}  {:>11}  {}{prosody_share}",
             sent.load(Ordering::Relaxed),
             ledger.missed(settled),
             ledger.resynced.load(Ordering::Relaxed),
+            delivery_p99(&delivered, &now_delivered),
             ledger.headlines.swap(0, Ordering::Relaxed) / 60,
             share(now.0, ticks.0),
         );
         ticks = now;
+        delivered = now_delivered;
     }
     // The exact tally: stop the stream, let the last joins arrive.
     stop.store(true, Ordering::Relaxed);
