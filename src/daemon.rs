@@ -85,6 +85,7 @@ pub async fn run(
     }
     if let Some((listener, handle)) = metrics {
         info!(addr = %listener.local_addr()?, "metrics listening");
+        tasks.spawn(metrics::upkeep(handle.clone(), shutdown.clone()));
         let exporter = exporter::Exporter::new(handle, parts.hub.clone())
             .with_sessions(front.clone().map(|f| f as Arc<dyn metrics::SessionGauges>));
         tasks.spawn(exporter::count_changes(parts.hub.clone(), shutdown.clone()));

@@ -126,7 +126,7 @@ fn describe() {
         XMPP_DELIVERY,
         Unit::Seconds,
         "Time from the fold of a change to its headlines written to the component socket, \
-         one observation per headline."
+         one observation per write (up to 32 KiB of headlines)."
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route and status code.");
 }
@@ -173,10 +173,26 @@ pub fn action_duration(server: &str, took: Duration) {
     histogram!(AMI_ACTION_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
 }
 
-/// Records that `stanzas` headlines reached the component socket `took` after the fold that
-/// made them: one observation per headline, one call per chunk.
-pub fn xmpp_delivery(stanzas: usize, took: Duration) {
-    histogram!(XMPP_DELIVERY).record_many(took.as_secs_f64(), stanzas);
+/// Records that a chunk of headlines reached the component socket `took` after the fold that
+/// made them: one observation per write, not per headline (a write carries up to 32 KiB).
+pub fn xmpp_delivery(took: Duration) {
+    histogram!(XMPP_DELIVERY).record(took.as_secs_f64());
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Folds the histograms' samples into their buckets every [`UPKEEP`]: the exporter keeps each
+/// sample until then, so without it they would pile up between scrapes (or forever, with no
+/// scraper).
+pub async fn upkeep(handle: PrometheusHandle, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 /// Counts AMI events by name for one link; names outside the known set are counted as

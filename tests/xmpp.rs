@@ -703,8 +703,8 @@ async fn seed_commands_and_events_equal_asterisk() {
     assert_eq!(parse(&direct).attr("from"), Some(COMPONENT), "{direct}");
     assert_eq!(cmd(&direct).0, "queue.QueueMemberStates");
 
-    // Every headline above was timed from its fold to the component socket, on loopback
-    // within far less than the histogram's last bucket.
+    // The headlines above were timed from their fold to the component socket (a write each
+    // at this pace), on loopback within far less than a second.
     let count = metric(metrics_port, "queuebridge_xmpp_delivery_seconds_count").await;
     assert!(count.is_some_and(|n| n >= 10.0), "delivery count {count:?}");
     let slow = metric(

@@ -231,7 +231,7 @@ pub(super) async fn write_batch(
                     }
                     write_raw(stream, &h.bytes).await?;
                     if let Some(folded) = h.folded {
-                        metrics::xmpp_delivery(h.stanzas, folded.elapsed());
+                        metrics::xmpp_delivery(folded.elapsed());
                     }
                 }
             }
