@@ -8,25 +8,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::prometheus::Prometheus;
-use common::{dialect_users, free_port, until, Asterisk, Bridge, Driver};
+use common::{dialect_users, free_port, sample, until, Asterisk, Bridge, Driver};
 use queuebridge::ami::Message;
-
-/// The sample value of the series `name{labels}` in an exposition (labels in any order).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            let Some(rest) = l.strip_prefix(name) else {
-                return false;
-            };
-            (rest.starts_with('{') || rest.starts_with(' '))
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 /// What Asterisk says about a queue: callers waiting, members, paused members.
 async fn truth(driver: &mut Driver, queue: &str) -> (f64, f64, f64) {

@@ -195,6 +195,15 @@ fn queue_entry<'s>(state: &'s mut State, server: &Arc<str>, name: &str) -> (&'s 
     (queue, false)
 }
 
+/// What a queue's `queue_updated` says: its statistics now.
+fn announced(q: &Queue) -> ChangeKind {
+    ChangeKind::QueueUpdated {
+        queue: q.name.clone(),
+        queue_id: q.id,
+        stats: q.stats.clone(),
+    }
+}
+
 impl Fold<'_> {
     fn push(&mut self, kind: ChangeKind) {
         self.changes.push(Change {
@@ -209,11 +218,7 @@ impl Fold<'_> {
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
         let (queue, created) = queue_entry(state, self.server, name);
         if created {
-            self.push(ChangeKind::QueueUpdated {
-                queue: queue.name.clone(),
-                queue_id: queue.id,
-                stats: QueueStats::default(),
-            });
+            self.push(announced(queue));
         }
         queue
     }
@@ -545,11 +550,7 @@ impl Fold<'_> {
         let mut changes = Vec::new();
         if created {
             merge_stats(&mut q.stats, p, 0);
-            changes.push(ChangeKind::QueueUpdated {
-                queue: queue.clone(),
-                queue_id: q.id,
-                stats: q.stats.clone(),
-            });
+            changes.push(announced(q));
         }
 
         if let Some(members) = members {
@@ -644,11 +645,7 @@ impl Fold<'_> {
         q.callers.replace(callers);
 
         if merge_stats(&mut q.stats, p, q.callers.len() as i64) {
-            changes.push(ChangeKind::QueueUpdated {
-                queue: queue.clone(),
-                queue_id: q.id,
-                stats: q.stats.clone(),
-            });
+            changes.push(announced(q));
         }
         for c in changes {
             self.push(c);

@@ -166,8 +166,7 @@ impl Fold<'_> {
     /// The queue, created (with its stable id) the first time anything mentions it, and
     /// announced then with what is known of it: nothing yet.
     fn queue<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
-        let created = !state.server_mut(self.server).queues.contains_key(name);
-        let queue = self.queue_entry(state, name);
+        let (queue, created) = self.queue_entry(state, name);
         if created {
             self.push(ChangeKind::QueueUpdated {
                 queue: queue.name.clone(),
@@ -178,8 +177,8 @@ impl Fold<'_> {
         queue
     }
 
-    /// The queue, created (with its stable id) if it is new.
-    fn queue_entry<'s>(&mut self, state: &'s mut State, name: &str) -> &'s mut Queue {
+    /// The queue, created (with its stable id) if it is new, and whether it was.
+    fn queue_entry<'s>(&mut self, state: &'s mut State, name: &str) -> (&'s mut Queue, bool) {
         let server = state.server_mut(self.server);
         if !server.queues.contains_key(name) {
             let id = state.ids.get_or_assign(self.server, name);
@@ -194,13 +193,14 @@ impl Fold<'_> {
                 ringing: Vec::new(),
             };
             let server = state.server_mut(self.server);
-            return server.queues.entry(name.to_owned()).or_insert(queue);
+            return (server.queues.entry(name.to_owned()).or_insert(queue), true);
         }
-        state
+        let queue = state
             .server_mut(self.server)
             .queues
             .get_mut(name)
-            .unwrap_or_else(|| unreachable!("queue {name} was checked above"))
+            .unwrap_or_else(|| unreachable!("queue {name} was checked above"));
+        (queue, false)
     }
 
     fn link(&mut self, state: &mut State, change: &LinkChange) {
@@ -520,8 +520,7 @@ impl Fold<'_> {
         let at = self.at_secs;
         let name = p.queue;
         // A new queue is announced with the snapshot's statistics, its callers not yet counted.
-        let created = !state.server_mut(self.server).queues.contains_key(name);
-        let q = self.queue_entry(state, name);
+        let (q, created) = self.queue_entry(state, name);
         let queue = q.name.clone();
         let mut changes = Vec::new();
         if created {
