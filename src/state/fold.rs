@@ -161,6 +161,26 @@ fn caller_from(c: &CallerFields<'_>) -> Caller {
     }
 }
 
+/// The Uniqueid of the call an AgentComplete without a caller block ends: Asterisk builds the
+/// block from the caller channel's latest snapshot, and when the caller hung up first its
+/// channel may already be gone (as the Dest block goes missing when the agent hung up first,
+/// ami.md §2.3). The call is then the one the member answered in this queue: by the agent's
+/// channel when the Dest block is there, by the member's interface otherwise — if exactly one
+/// call fits. Rare, so a scan of the queue's connected calls.
+pub(super) fn answered_by<'c>(
+    calls: impl IntoIterator<Item = &'c ConnectedCall>,
+    a: &AgentFields<'_>,
+) -> Option<String> {
+    let mut fits = calls.into_iter().filter(|c| match a.dest_channel {
+        "" => c.interface == a.interface,
+        dest => c.agent_channel == dest,
+    });
+    match (fits.next(), fits.next()) {
+        (Some(call), None) => Some(call.uniqueid.clone()),
+        _ => None,
+    }
+}
+
 /// `CALLERID(pres)` values starting with `prohib` withhold the number.
 fn withheld(presentation: Option<&str>) -> bool {
     presentation.is_some_and(|p| p.starts_with("prohib"))
@@ -443,14 +463,18 @@ impl Fold<'_> {
     fn agent_done(&mut self, state: &mut State, a: &AgentFields<'_>, reason: &str) {
         let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
-        q.connected_calls.remove(a.caller.uniqueid);
+        let uniqueid = match a.caller.uniqueid {
+            "" => answered_by(q.connected_calls.iter(), a).unwrap_or_default(),
+            uniqueid => uniqueid.to_owned(),
+        };
+        q.connected_calls.remove(&uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
         // read back by the client's targeted QueueStatus, never guessed (guessing would double
         // them when this event raced a snapshot).
         self.set_in_call(state, a.caller.queue, a.interface, false);
         self.push(ChangeKind::CallCompleted {
             queue,
-            uniqueid: a.caller.uniqueid.to_owned(),
+            uniqueid,
             interface: a.interface.to_owned(),
             hold_time: a.hold_time,
             talk_time: a.talk_time,

@@ -345,6 +345,68 @@ fn connect_links_caller_and_member_until_complete() {
 }
 
 #[test]
+fn a_complete_without_its_caller_block_ends_the_call_the_member_answered() {
+    // Asterisk 22 sends AgentComplete without the caller's channel fields when the caller's
+    // channel is gone before the event is built (seen against a real Asterisk).
+    let mut st = state();
+    for (interface, uniqueid, dest) in [
+        ("Local/agent1@agents", "1.1", "Local/agent1@agents-0001;1"),
+        ("Local/agent2@agents", "1.2", "Local/agent2@agents-0002;1"),
+    ] {
+        member_event(
+            &mut st,
+            "QueueMemberAdded",
+            &member("sales", interface, "1", "0"),
+        );
+        event(
+            &mut st,
+            30_000,
+            &[
+                ("Event", "AgentConnect"),
+                ("Queue", "sales"),
+                ("Uniqueid", uniqueid),
+                ("Interface", interface),
+                ("DestChannel", dest),
+            ],
+        );
+    }
+    let complete = |dest: &'static str| {
+        vec![
+            ("Event", "AgentComplete"),
+            ("Queue", "sales"),
+            ("Interface", "Local/agent2@agents"),
+            ("MemberName", "Agent"),
+            ("DestChannel", dest),
+            ("TalkTime", "30"),
+            ("Reason", "caller"),
+        ]
+    };
+    // By the agent's channel when the Dest block is there …
+    let done = event(&mut st, 60_000, &complete("Local/agent2@agents-0002;1"));
+    assert!(matches!(&done[..], [
+        ChangeKind::MemberUpdated { .. },
+        ChangeKind::CallCompleted { uniqueid, .. },
+    ] if uniqueid == "1.2"));
+    let calls = |st: &State| {
+        st.queue(SERVER, "sales").map(|q| {
+            q.connected_calls
+                .iter()
+                .map(|c| c.uniqueid.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(calls(&st), Some(vec!["1.1".to_owned()]));
+    // … by the member's interface when it is not.
+    let mut by_member = complete("");
+    by_member[2].1 = "Local/agent1@agents";
+    let done = event(&mut st, 61_000, &by_member);
+    assert!(
+        matches!(&done[..], [.., ChangeKind::CallCompleted { uniqueid, .. }] if uniqueid == "1.1")
+    );
+    assert_eq!(calls(&st), Some(vec![]));
+}
+
+#[test]
 fn a_snapshot_racing_a_join_neither_doubles_nor_loses_the_caller() {
     let mut st = state();
     join(&mut st, "sales", "1.1", "1");

@@ -433,15 +433,18 @@ impl Fold<'_> {
     fn agent_done(&mut self, state: &mut State, a: &AgentFields<'_>, reason: &str) {
         let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
-        q.connected_calls
-            .retain(|c| c.uniqueid != a.caller.uniqueid);
+        let uniqueid = match a.caller.uniqueid {
+            "" => crate::state::fold::answered_by(&q.connected_calls, a).unwrap_or_default(),
+            uniqueid => uniqueid.to_owned(),
+        };
+        q.connected_calls.retain(|c| c.uniqueid != uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
         // read back by the client's targeted QueueStatus, never guessed (guessing would double
         // them when this event raced a snapshot).
         self.set_in_call(state, a.caller.queue, a.interface, false);
         self.push(ChangeKind::CallCompleted {
             queue,
-            uniqueid: a.caller.uniqueid.to_owned(),
+            uniqueid,
             interface: a.interface.to_owned(),
             hold_time: a.hold_time,
             talk_time: a.talk_time,
