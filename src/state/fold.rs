@@ -415,8 +415,7 @@ impl Fold<'_> {
         });
     }
 
-    fn set_in_call(&mut self, state: &mut State, queue: &str, interface: &str, in_call: bool) {
-        let q = self.queue(state, queue);
+    fn set_in_call(&mut self, q: &mut Queue, interface: &str, in_call: bool) {
         if let Some(m) = q.members.get_mut(interface) {
             if m.in_call != in_call {
                 m.in_call = in_call;
@@ -452,11 +451,10 @@ impl Fold<'_> {
             dialled,
             privacy,
         };
-        let q = self.queue(state, a.caller.queue);
         let queue = q.name.clone();
         q.connected_calls.push(call.clone());
         // InCall becomes 1 at bridge time without an event of its own (ami.md §2.5).
-        self.set_in_call(state, a.caller.queue, a.interface, true);
+        self.set_in_call(q, a.interface, true);
         self.push(ChangeKind::CallConnected { queue, call });
     }
 
@@ -471,7 +469,7 @@ impl Fold<'_> {
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
         // read back by the client's targeted QueueStatus, never guessed (guessing would double
         // them when this event raced a snapshot).
-        self.set_in_call(state, a.caller.queue, a.interface, false);
+        self.set_in_call(q, a.interface, false);
         self.push(ChangeKind::CallCompleted {
             queue,
             uniqueid,

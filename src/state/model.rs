@@ -556,6 +556,12 @@ pub(super) fn server_entry<'s>(
     servers: &'s mut BTreeMap<Arc<str>, Server>,
     id: &Arc<str>,
 ) -> &'s mut Server {
+    // Looked up before the entry is made: `entry` would clone the id on every event.
+    if servers.contains_key(id) {
+        return servers
+            .get_mut(id)
+            .unwrap_or_else(|| unreachable!("server {id} was checked above"));
+    }
     servers.entry(id.clone()).or_insert_with(|| Server {
         id: id.clone(),
         link: Link {
