@@ -152,8 +152,8 @@ fn flag(v: &str) -> bool {
 }
 
 /// Fills the caller block; returns false when the key is not part of it.
-fn caller_field<'a>(c: &mut CallerFields<'a>, k: &str, v: &'a str) -> bool {
-    match k.as_bytes() {
+fn caller_field<'a>(c: &mut CallerFields<'a>, k: &[u8], v: &'a str) -> bool {
+    match k {
         b"Queue" => c.queue = v,
         b"Channel" => c.channel = v,
         b"Uniqueid" => c.uniqueid = v,
@@ -177,7 +177,7 @@ fn caller_field<'a>(c: &mut CallerFields<'a>, k: &str, v: &'a str) -> bool {
 
 fn caller(m: &Message) -> CallerFields<'_> {
     let mut c = CallerFields::default();
-    for (k, v) in m.headers() {
+    for (k, v) in m.fields() {
         caller_field(&mut c, k, v);
     }
     c
@@ -185,11 +185,11 @@ fn caller(m: &Message) -> CallerFields<'_> {
 
 fn agent(m: &Message) -> AgentFields<'_> {
     let mut a = AgentFields::default();
-    for (k, v) in m.headers() {
+    for (k, v) in m.fields() {
         if caller_field(&mut a.caller, k, v) {
             continue;
         }
-        match k.as_bytes() {
+        match k {
             b"Interface" | b"Location" | b"Member" => a.interface = v,
             b"MemberName" => a.member_name = v,
             b"DestChannel" => a.dest_channel = v,
@@ -206,8 +206,8 @@ fn agent(m: &Message) -> AgentFields<'_> {
 
 fn member(m: &Message) -> MemberFields<'_> {
     let mut f = MemberFields::default();
-    for (k, v) in m.headers() {
-        match k.as_bytes() {
+    for (k, v) in m.fields() {
+        match k {
             b"Queue" => f.queue = v,
             b"MemberName" | b"Name" => f.name = v,
             b"Interface" | b"Location" => f.interface = v,
@@ -238,8 +238,8 @@ fn member(m: &Message) -> MemberFields<'_> {
 
 fn params(m: &Message) -> ParamsFields<'_> {
     let mut p = ParamsFields::default();
-    for (k, v) in m.headers() {
-        match k.as_bytes() {
+    for (k, v) in m.fields() {
+        match k {
             b"Queue" => p.queue = v,
             b"Max" => p.max = int(v),
             b"Strategy" => p.strategy = v,
@@ -264,11 +264,11 @@ fn params(m: &Message) -> ParamsFields<'_> {
 
 fn entry(m: &Message) -> EntryFields<'_> {
     let mut e = EntryFields::default();
-    for (k, v) in m.headers() {
+    for (k, v) in m.fields() {
         if caller_field(&mut e.caller, k, v) {
             continue;
         }
-        match k.as_bytes() {
+        match k {
             b"Wait" => e.wait = int(v),
             b"Priority" => e.priority = int(v),
             _ => {}

@@ -108,6 +108,16 @@ impl Message {
             .map(|f| (self.slice(&f.key), self.slice(&f.value)))
     }
 
+    /// All headers in wire order, keys as bytes: for matching keys against names, which
+    /// needs no check that the key is text.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &str)> + '_ {
+        let bytes = self.text.as_bytes();
+        self.fields.iter().map(move |f| {
+            let key = bytes.get(f.key.start as usize..f.key.end as usize);
+            (key.unwrap_or_default(), self.slice(&f.value))
+        })
+    }
+
     /// Number of headers.
     pub fn len(&self) -> usize {
         self.fields.len()
