@@ -22,11 +22,12 @@ pub(crate) struct Field {
 }
 
 impl Field {
-    /// A header at these byte ranges of the message text.
-    pub(crate) fn new(key: Range<usize>, value: Range<usize>) -> Self {
+    /// A header at these byte ranges of a message text the parser has found shorter than
+    /// 4 GiB, so that every offset fits in 32 bits.
+    pub(crate) fn within(key: Range<usize>, value: Range<usize>) -> Self {
         Field {
-            key: offset(key.start)..offset(key.end),
-            value: offset(value.start)..offset(value.end),
+            key: key.start as u32..key.end as u32,
+            value: value.start as u32..value.end as u32,
         }
     }
 }

@@ -170,6 +170,9 @@ fn is_response(text: &[u8]) -> bool {
 /// `message = 1*header-line` — one pass over the lines, straight into header ranges.
 pub(crate) fn message(text: ByteString) -> Result<Message, ParseError> {
     let bytes: &[u8] = text.as_bytes();
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(ParseError::NotAHeader); // no frame is this long: the codec caps them far below
+    }
     let mut fields = Vec::with_capacity(24);
     for Line { start, end, colon } in Lines::new(bytes) {
         if start == end {
@@ -177,11 +180,13 @@ pub(crate) fn message(text: ByteString) -> Result<Message, ParseError> {
         }
         let split = colon.and_then(|c| header(bytes.get(start..end)?, c - start));
         match split {
-            Some((key, value)) => fields.push(Field::new(start..start + key, start + value..end)),
+            Some((key, value)) => {
+                fields.push(Field::within(start..start + key, start + value..end))
+            }
             // A response may carry a line of free text: GetConfig on a file without
             // categories answers `No categories found`. It is kept as a key with no value.
             None if !fields.is_empty() && is_response(bytes) && colon != Some(start) => {
-                fields.push(Field::new(start..end, end..end))
+                fields.push(Field::within(start..end, end..end))
             }
             None => return Err(ParseError::NotAHeader),
         }
