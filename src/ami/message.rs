@@ -163,10 +163,14 @@ impl Message {
 
     /// Event, response or action, from the first header.
     pub fn kind(&self) -> Kind<'_> {
-        match self.first() {
-            Some((k, v)) if k.eq_ignore_ascii_case("Event") => Kind::Event(v),
-            Some((k, v)) if k.eq_ignore_ascii_case("Response") => Kind::Response(v),
-            Some((k, v)) if k.eq_ignore_ascii_case("Action") => Kind::Action(v),
+        // Asterisk writes the names as here: the exact comparison settles nearly every message
+        // before the case-insensitive one.
+        let is =
+            |k: &[u8], name: &str| k == name.as_bytes() || k.eq_ignore_ascii_case(name.as_bytes());
+        match self.fields().next() {
+            Some((k, v)) if is(k, "Event") => Kind::Event(v),
+            Some((k, v)) if is(k, "Response") => Kind::Response(v),
+            Some((k, v)) if is(k, "Action") => Kind::Action(v),
             _ => Kind::Other,
         }
     }
