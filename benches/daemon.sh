@@ -1,0 +1,53 @@
+#!/bin/bash
+# The whole daemon against the peer harness's AMI replay server (issue 16, item 5): the
+# server on CPU 0 writes 1,000,000 events as fast as the daemon, pinned to CPU 1, reads them;
+# its closing line is the daemon's consumption rate, the daemon's CPU time over the million
+# is its cost per event. Figures go to BENCHMARKS.md.
+#
+#   benches/daemon.sh [QUEUEBRIDGE] [ROUNDS]
+#
+# QUEUEBRIDGE defaults to target/release/queuebridge; REPLAY to the harness's replay binary
+# built as its README says (cp -r ../shared/bench/ami-peers /var/tmp/ami-peers, then cargo
+# build --release in its rust/ folder).
+set -euo pipefail
+
+bin=${1:-target/release/queuebridge}
+rounds=${2:-2}
+replay=${REPLAY:-/var/tmp/ami-peers/rust/target/release/replay}
+port=${QB_DAEMON_BENCH_PORT:-25038}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+
+cat > "$dir/bench.toml" <<EOF
+state_dir = "$dir/state"
+[[ami]]
+id = "pbx1"
+host = "127.0.0.1"
+port = $port
+username = "bench"
+secret = "bench"
+auth = "plain"
+[http]
+listen = "127.0.0.1:0"
+token = "bench-token-0123456789"
+EOF
+
+for _ in $(seq "$rounds"); do
+    rm -rf "$dir/state"
+    taskset -c 0 "$replay" --port "$port" --events 1000000 --once > "$dir/replay.out" 2>&1 &
+    server=$!
+    sleep 0.3
+    taskset -c 1 "$bin" --config "$dir/bench.toml" > "$dir/daemon.log" 2>&1 &
+    daemon=$!
+    until grep -q wrote "$dir/replay.out"; do
+        kill -0 "$daemon" 2> /dev/null || { cat "$dir/daemon.log"; exit 1; }
+        sleep 0.1
+    done
+    read -r -a stat < "/proc/$daemon/stat"
+    ticks=$((stat[13] + stat[14]))
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+    kill "$daemon" "$server"
+    wait "$daemon" "$server" 2> /dev/null || true
+    behind=$(grep -c 'is behind' "$dir/daemon.log" || true)
+    echo "$(grep -o 'wrote.*' "$dir/replay.out"); daemon CPU $(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc) s, peak RSS $((hwm / 1024)) MiB, fell behind $behind times"
+done
