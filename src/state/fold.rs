@@ -1,6 +1,7 @@
 //! `apply`: the pure fold of one input into the state.
 
 use foldhash::{HashMap, HashMapExt, HashSet};
+use std::collections::btree_map;
 use std::sync::Arc;
 
 use crate::ami::event::{AgentFields, CallerFields, EntryFields, MemberFields, ParamsFields};
@@ -203,16 +204,18 @@ fn waiting(position: usize, caller: &Caller) -> Waiting {
 fn queue_entry<'s>(state: &'s mut State, server: &Arc<str>, name: &str) -> (&'s mut Queue, bool) {
     let State { servers, ids, .. } = state;
     let entry = super::model::server_entry(servers, server);
-    if !entry.queues.contains_key(name) {
-        let id = ids.get_or_assign(server, name);
-        let queue = Queue::new(server.clone(), Arc::from(name), id);
-        return (entry.queues.entry(name.to_owned()).or_insert(queue), true);
+    // One search with an owned key costs less than two without: a short name's copy is cheaper
+    // than a descent of the tree, the more so the more queues there are.
+    match entry.queues.entry(name.to_owned()) {
+        btree_map::Entry::Occupied(queue) => (queue.into_mut(), false),
+        btree_map::Entry::Vacant(slot) => {
+            let id = ids.get_or_assign(server, name);
+            (
+                slot.insert(Queue::new(server.clone(), Arc::from(name), id)),
+                true,
+            )
+        }
     }
-    let queue = entry
-        .queues
-        .get_mut(name)
-        .unwrap_or_else(|| unreachable!("queue {name} was checked above"));
-    (queue, false)
 }
 
 /// What a queue's `queue_updated` says: its statistics now.
