@@ -1,7 +1,7 @@
 //! The Asterisk Manager Interface: wire codec, message and event types, and the client.
 //!
 //! * [`message`] — one message as an ordered multimap of headers;
-//! * [`codec`] — framing and the tokio-util `Decoder`/`Encoder`; [`parse`] holds the nom grammar;
+//! * [`codec`] — framing and the tokio-util `Decoder`/`Encoder`; [`parse`] holds the message grammar;
 //! * [`event`] — typed queue events borrowed from a message;
 //! * [`input`] — what the client hands the state task (events, snapshots, link changes);
 //! * [`demux`] — routes replies and list items (`EventList`) to the action that asked for them;
