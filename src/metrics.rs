@@ -202,7 +202,9 @@ pub struct EventCounters {
     server: String,
     /// Whether an event name is one of the known set (the AMI layer says).
     is_known: fn(&str) -> bool,
-    known: std::collections::HashMap<String, metrics::Counter>,
+    /// Looked up once per event, so hashed with foldhash rather than SipHash; only the fixed
+    /// set of known names is ever inserted.
+    known: foldhash::HashMap<String, metrics::Counter>,
     other: Option<metrics::Counter>,
 }
 
