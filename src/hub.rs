@@ -125,13 +125,10 @@ impl Hub {
     pub fn apply_all(&self, inputs: &[Input]) -> usize {
         let changes: Vec<Arc<Change>> = {
             let mut shared = self.write_guard();
-            let mut changes = Vec::new();
+            // About one change per event: sized so that a batch rarely regrows it.
+            let mut changes: Vec<Arc<Change>> = Vec::with_capacity(inputs.len());
             for input in inputs {
-                changes.extend(
-                    state::apply(&mut shared.state, input)
-                        .into_iter()
-                        .map(Arc::new),
-                );
+                state::apply_into(&mut shared.state, input, &mut changes);
             }
             for c in &changes {
                 if shared.recent.len() == RECENT_CHANGES {

@@ -15,28 +15,52 @@ use super::{
 
 /// Folds one input into the state and returns what changed, in order.
 pub fn apply(state: &mut State, input: &Input) -> Vec<Change> {
+    let mut changes = Vec::new();
+    apply_into(state, input, &mut changes);
+    changes
+}
+
+/// [`apply`], appending the changes to `changes`: a vector kept across inputs spares an
+/// allocation per event, and one of `Arc`s gets each change built in its `Arc` (the hub
+/// shares them), not moved there afterwards.
+pub fn apply_into(state: &mut State, input: &Input, changes: &mut impl Changes) {
     let mut fold = Fold {
         server: &input.server,
         at_secs: i64::try_from(input.at_ms / 1000).unwrap_or(i64::MAX),
-        changes: Vec::new(),
+        seq: state.seq,
+        changes,
     };
     match &input.what {
         What::Link(link) => fold.link(state, link),
         What::Snapshot(status) => fold.snapshot(state, status),
         What::Event(msg) => fold.event(state, &Event::from_message(msg)),
     }
-    let mut changes = fold.changes;
-    for c in &mut changes {
-        state.seq += 1;
-        c.seq = state.seq;
-    }
-    changes
+    state.seq = fold.seq;
 }
 
-struct Fold<'i> {
+/// Where [`apply_into`] puts the changes.
+pub trait Changes {
+    fn push_change(&mut self, change: Change);
+}
+
+impl Changes for Vec<Change> {
+    fn push_change(&mut self, change: Change) {
+        self.push(change);
+    }
+}
+
+impl Changes for Vec<Arc<Change>> {
+    fn push_change(&mut self, change: Change) {
+        self.push(Arc::new(change));
+    }
+}
+
+struct Fold<'i, C> {
     server: &'i Arc<str>,
     at_secs: i64,
-    changes: Vec<Change>,
+    /// The sequence number of the last change made.
+    seq: u64,
+    changes: &'i mut C,
 }
 
 /// Asterisk prints an unknown caller id as `<unknown>` in events and `unknown` in QueueStatus
@@ -227,10 +251,11 @@ fn announced(q: &Queue) -> ChangeKind {
     }
 }
 
-impl Fold<'_> {
+impl<C: Changes> Fold<'_, C> {
     fn push(&mut self, kind: ChangeKind) {
-        self.changes.push(Change {
-            seq: 0,
+        self.seq += 1;
+        self.changes.push_change(Change {
+            seq: self.seq,
             server: self.server.clone(),
             kind,
         });

@@ -22,7 +22,7 @@ mod reference;
 mod tests;
 
 pub use change::{Change, ChangeKind};
-pub use fold::apply;
+pub use fold::{apply, apply_into, Changes};
 pub use ids::QueueIds;
 pub use lineup::{Keyed, Lineup};
 pub use model::{
