@@ -2,8 +2,9 @@
 //! I/O and no clock (the time comes in with each change), so it is tested with plain values.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use tracing::{debug, warn};
 
@@ -32,11 +33,11 @@ pub(super) struct Pending {
 ///
 /// A pending call is boxed: the table then holds a key and a pointer per slot (64 bytes), not
 /// the whole record (~400), so its growth by doubling costs megabytes, not the 35 MiB step
-/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak"). The table is
-/// made for twice [`MAX_PENDING`] (262,144 slots, 16 MiB, touched as calls come): hashbrown
-/// clears the tombstones deletions leave by rehashing in place while at most half its capacity
-/// is live, so the table never grows again — with room for only `MAX_PENDING` it doubled once
-/// more at minute 11 of the soak, 10 MiB.
+/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak"). It grows with
+/// the calls pending, up to 262,144 slots (16 MiB) for [`MAX_PENDING`]: made that big from the
+/// start, its few live calls were spread over 16 MiB and nearly every lookup missed the cache
+/// (5 % of the daemon's time at a million events a second). Hashed with foldhash, as the
+/// fold's indexes are: a change or two per event look it up.
 pub(super) struct Recorder {
     pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Box<Pending>>,
     /// Calls not followed since the last sweep: [`MAX_PENDING`] were pending already.
@@ -46,7 +47,7 @@ pub(super) struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Self {
-            pending: HashMap::with_capacity(2 * MAX_PENDING),
+            pending: HashMap::new(),
             untracked: 0,
         }
     }
