@@ -1,11 +1,9 @@
 //! The pure side of the call history: a change of the state in, the rows it finishes out. No
 //! I/O and no clock (the time comes in with each change), so it is tested with plain values.
 
-use std::collections::hash_map::Entry;
-use std::sync::Arc;
+use std::hash::BuildHasher;
 
-use foldhash::{HashMap, HashMapExt};
-
+use hashbrown::hash_table::{Entry, HashTable};
 use tracing::{debug, warn};
 
 use super::{CallRecord, Write, MAX_PENDING, UNRESOLVED_AFTER};
@@ -31,15 +29,17 @@ pub(super) struct Pending {
 
 /// The recorder: folds changes into rows.
 ///
-/// A pending call is boxed: the table then holds a key and a pointer per slot (64 bytes), not
-/// the whole record (~400), so its growth by doubling costs megabytes, not the 35 MiB step
-/// the 30-minute soak showed with 60,000 calls pending (BENCHMARKS.md, "Soak"). It grows with
-/// the calls pending, up to 262,144 slots (16 MiB) for [`MAX_PENDING`]: made that big from the
-/// start, its few live calls were spread over 16 MiB and nearly every lookup missed the cache
-/// (5 % of the daemon's time at a million events a second). Hashed with foldhash, as the
-/// fold's indexes are: a change or two per event look it up.
+/// Pending calls, each a box found by the server, Uniqueid and queue its own record holds:
+/// the table holds one pointer per slot, so made for twice [`MAX_PENDING`] from the start
+/// (262,144 slots, 2.3 MiB) it never grows — hashbrown clears the tombstones deletions leave
+/// by rehashing in place while at most half its capacity is live (BENCHMARKS.md, "Soak": a
+/// table made for `MAX_PENDING` doubled once more at minute 11, 10 MiB) — and is small enough
+/// that its few live calls do not miss the cache at every lookup, as they did with the keys
+/// in the slots (16 MiB, 5 % of the daemon's time at a million events a second). A lookup
+/// copies no key.
 pub(super) struct Recorder {
-    pub(super) pending: HashMap<(Arc<str>, String, Arc<str>), Box<Pending>>,
+    pub(super) pending: HashTable<Box<Pending>>,
+    hasher: foldhash::fast::RandomState,
     /// Calls not followed since the last sweep: [`MAX_PENDING`] were pending already.
     untracked: u64,
 }
@@ -47,13 +47,49 @@ pub(super) struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Self {
-            pending: HashMap::new(),
+            pending: HashTable::with_capacity(2 * MAX_PENDING),
+            hasher: Default::default(),
             untracked: 0,
         }
     }
 }
 
+/// Which call: server, Uniqueid, queue.
+type Key<'a> = (&'a str, &'a str, &'a str);
+
+fn key_of(p: &Pending) -> Key<'_> {
+    (&p.record.server, &p.record.uniqueid, &p.record.queue)
+}
+
 impl Recorder {
+    fn hash(&self, key: Key<'_>) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The slot of a call, with the hasher a rehash needs.
+    fn entry(&mut self, key: Key<'_>) -> Entry<'_, Box<Pending>> {
+        let hash = self.hash(key);
+        let hasher = self.hasher.clone();
+        self.pending.entry(
+            hash,
+            |p| key_of(p) == key,
+            move |p| hasher.hash_one(key_of(p)),
+        )
+    }
+
+    fn remove(&mut self, key: Key<'_>) -> Option<Box<Pending>> {
+        let hash = self.hash(key);
+        let found = self.pending.find_entry(hash, |p| key_of(p) == key).ok()?;
+        Some(found.remove().0)
+    }
+
+    fn get_mut(&mut self, key: Key<'_>) -> Option<&mut Pending> {
+        let hash = self.hash(key);
+        self.pending
+            .find_mut(hash, |p| key_of(p) == key)
+            .map(|p| &mut **p)
+    }
+
     pub(super) fn observe(&mut self, c: &Change, now: i64) -> Vec<Write> {
         let server = &c.server;
         let mut out = Vec::new();
@@ -61,10 +97,9 @@ impl Recorder {
             ChangeKind::CallerJoined { queue, caller }
             | ChangeKind::CallerUpdated { queue, caller } => {
                 let caller = &caller.caller;
-                let key = (server.clone(), caller.uniqueid.clone(), queue.clone());
                 let full = self.pending.len() >= MAX_PENDING;
                 let joined = matches!(c.kind, ChangeKind::CallerJoined { .. });
-                match self.pending.entry(key) {
+                match self.entry((server, &caller.uniqueid, queue)) {
                     Entry::Occupied(_) => {}
                     Entry::Vacant(_) if full => self.untracked += u64::from(joined),
                     Entry::Vacant(slot) => {
@@ -90,37 +125,39 @@ impl Recorder {
                 abandoned,
                 ..
             } => {
-                let key = (server.clone(), uniqueid.clone(), queue.clone());
+                let key = (&**server, &**uniqueid, &**queue);
                 if *abandoned {
-                    if let Some(mut p) = self.pending.remove(&key) {
+                    if let Some(mut p) = self.remove(key) {
                         p.record.outcome = "abandoned".into();
                         p.record.ended = now;
                         p.record.wait_seconds = (now - p.record.entered).max(0);
                         out.push(Write::Insert(p.record));
                     }
-                } else if let Some(p) = self.pending.get_mut(&key) {
+                } else if let Some(p) = self.get_mut(key) {
                     // Answered calls leave before their AgentConnect.
                     p.left_at = Some(now);
                 }
             }
             ChangeKind::CallConnected { queue, call } => {
-                let key = (server.clone(), call.uniqueid.clone(), queue.clone());
                 let entered = call.connected_at - call.hold_time;
-                let p = self.pending.entry(key).or_insert_with(|| {
-                    Box::new(Pending {
-                        record: CallRecord {
-                            server: server.to_string(),
-                            queue: queue.to_string(),
-                            uniqueid: call.uniqueid.clone(),
-                            caller_number: call.caller_id_num.clone(),
-                            caller_name: call.caller_id_name.clone(),
-                            dialled: call.dialled.clone(),
-                            entered,
-                            ..CallRecord::default()
-                        },
-                        left_at: None,
-                    })
-                });
+                let p = self
+                    .entry((server, &call.uniqueid, queue))
+                    .or_insert_with(|| {
+                        Box::new(Pending {
+                            record: CallRecord {
+                                server: server.to_string(),
+                                queue: queue.to_string(),
+                                uniqueid: call.uniqueid.clone(),
+                                caller_number: call.caller_id_num.clone(),
+                                caller_name: call.caller_id_name.clone(),
+                                dialled: call.dialled.clone(),
+                                entered,
+                                ..CallRecord::default()
+                            },
+                            left_at: None,
+                        })
+                    });
+                let p = p.into_mut();
                 p.left_at = None;
                 p.record.answered = Some(call.connected_at);
                 p.record.member_interface = call.interface.clone();
@@ -135,8 +172,7 @@ impl Recorder {
                 hold_time,
                 interface,
             } => {
-                let key = (server.clone(), uniqueid.clone(), queue.clone());
-                let Some(mut p) = self.pending.remove(&key) else {
+                let Some(mut p) = self.remove((server, uniqueid, queue)) else {
                     debug!(%server, %queue, %uniqueid, "completed call unknown to the history");
                     return out;
                 };
@@ -187,7 +223,7 @@ impl Recorder {
         }
         let mut out = Vec::new();
         let unresolved = UNRESOLVED_AFTER.as_secs() as i64;
-        self.pending.retain(|_, p| match p.left_at {
+        self.pending.retain(|p| match p.left_at {
             Some(left) if now - left >= unresolved => {
                 let mut r = std::mem::take(&mut p.record);
                 r.outcome = "unknown".into();
