@@ -68,7 +68,7 @@ for _ in $(seq "$rounds"); do
     sse=
     if [ -n "$client" ]; then
         sleep 1 # what the daemon still has to write
-        kill "$client"
+        kill "$client" 2> /dev/null || true
         wait "$client" 2> /dev/null || true
         sse=", SSE client sent $(grep -c '^event: change' "$dir/sse.out" || true) changes in $(grep -c '^event: snapshot' "$dir/sse.out" || true) snapshot(s)"
     fi
