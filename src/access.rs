@@ -678,7 +678,7 @@ mod tests {
             stats: Default::default(),
             members: member
                 .map(|m| crate::state::Member {
-                    interface: m.to_owned(),
+                    interface: m.into(),
                     ..Default::default()
                 })
                 .into_iter()

@@ -143,10 +143,10 @@ impl Timed<'_> {
         let relogin = Due::Relogin {
             member_name: member
                 .as_ref()
-                .map_or(agent.display_name.clone(), |m| m.name.clone()),
-            state_interface: member
-                .as_ref()
-                .map_or(agent.state_interface.clone(), |m| m.state_interface.clone()),
+                .map_or(agent.display_name.clone(), |m| m.name.to_string()),
+            state_interface: member.as_ref().map_or(agent.state_interface.clone(), |m| {
+                m.state_interface.to_string()
+            }),
             penalty: member.as_ref().map_or(0, |m| m.penalty),
         };
         let command = Command::Logout {

@@ -78,7 +78,7 @@ pub fn identity(user: Option<&User>, member: &Member) -> (String, String) {
         Some(u) => (u.number().to_owned(), u.display_name.clone()),
         None => (
             extension_of(&member.interface).to_owned(),
-            member.name.clone(),
+            member.name.to_string(),
         ),
     }
 }

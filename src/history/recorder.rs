@@ -107,10 +107,10 @@ impl Recorder {
                             record: CallRecord {
                                 server: server.to_string(),
                                 queue: queue.to_string(),
-                                uniqueid: caller.uniqueid.clone(),
-                                caller_number: caller.caller_id_num.clone(),
-                                caller_name: caller.caller_id_name.clone(),
-                                dialled: caller.dialled.clone(),
+                                uniqueid: caller.uniqueid.to_string(),
+                                caller_number: caller.caller_id_num.to_string(),
+                                caller_name: caller.caller_id_name.to_string(),
+                                dialled: caller.dialled.to_string(),
                                 entered: caller.entered,
                                 ..CallRecord::default()
                             },
@@ -147,10 +147,10 @@ impl Recorder {
                             record: CallRecord {
                                 server: server.to_string(),
                                 queue: queue.to_string(),
-                                uniqueid: call.uniqueid.clone(),
-                                caller_number: call.caller_id_num.clone(),
-                                caller_name: call.caller_id_name.clone(),
-                                dialled: call.dialled.clone(),
+                                uniqueid: call.uniqueid.to_string(),
+                                caller_number: call.caller_id_num.to_string(),
+                                caller_name: call.caller_id_name.to_string(),
+                                dialled: call.dialled.to_string(),
                                 entered,
                                 ..CallRecord::default()
                             },
@@ -160,8 +160,8 @@ impl Recorder {
                 let p = p.into_mut();
                 p.left_at = None;
                 p.record.answered = Some(call.connected_at);
-                p.record.member_interface = call.interface.clone();
-                p.record.member_name = call.member_name.clone();
+                p.record.member_interface = call.interface.to_string();
+                p.record.member_name = call.member_name.to_string();
                 p.record.wait_seconds = call.hold_time;
             }
             ChangeKind::CallCompleted {
@@ -179,7 +179,7 @@ impl Recorder {
                 p.record.ended = now;
                 p.record.talk_seconds = *talk_time;
                 p.record.wait_seconds = *hold_time;
-                p.record.member_interface.clone_from(interface);
+                p.record.member_interface = interface.to_string();
                 p.record.outcome = if reason == "dump" {
                     "agent_dump".into()
                 } else {
@@ -194,7 +194,7 @@ impl Recorder {
                 if let Some(outcome) = outcome_of(queue_status) {
                     out.push(Write::Refine(
                         server.to_string(),
-                        uniqueid.clone(),
+                        uniqueid.to_string(),
                         outcome.into(),
                     ));
                 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{ConnectedCall, Link, Member, QueueStats, Waiting};
+use super::{ConnectedCall, Link, Member, QueueStats, Text, Waiting};
 
 /// One change of the state.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,7 +40,7 @@ pub enum ChangeKind {
     /// A member was added or any of its fields changed.
     MemberUpdated { queue: Arc<str>, member: Member },
     /// A member left the queue.
-    MemberRemoved { queue: Arc<str>, interface: String },
+    MemberRemoved { queue: Arc<str>, interface: Text },
     /// A caller joined at `caller.position`.
     CallerJoined { queue: Arc<str>, caller: Waiting },
     /// A waiting caller's details changed (priority or order, seen in QueueStatus).
@@ -48,7 +48,7 @@ pub enum ChangeKind {
     /// A caller left the waiting list (answered, abandoned, timed out or withdrawn).
     CallerLeft {
         queue: Arc<str>,
-        uniqueid: String,
+        uniqueid: Text,
         position: i64,
         /// QueueCallerAbandon preceded the leave: hung up, timed out or withdrawn.
         abandoned: bool,
@@ -56,14 +56,14 @@ pub enum ChangeKind {
     /// A member is being rung for a caller (AgentCalled).
     AgentCalled {
         queue: Arc<str>,
-        interface: String,
-        uniqueid: String,
+        interface: Text,
+        uniqueid: Text,
     },
     /// A member did not answer (AgentRingNoAnswer); `ring_time_ms` as Asterisk reports it.
     AgentRingNoAnswer {
         queue: Arc<str>,
-        interface: String,
-        uniqueid: String,
+        interface: Text,
+        uniqueid: Text,
         ring_time_ms: i64,
     },
     /// A member answered a caller (AgentConnect).
@@ -75,17 +75,14 @@ pub enum ChangeKind {
     /// (AgentDump, reason `dump`).
     CallCompleted {
         queue: Arc<str>,
-        uniqueid: String,
-        interface: String,
+        uniqueid: Text,
+        interface: Text,
         hold_time: i64,
         talk_time: i64,
         /// `caller`, `agent`, `transfer` or `dump`.
-        reason: String,
+        reason: Text,
     },
     /// A channel that ran `Queue()` hung up, with the `QUEUESTATUS` it left the queue with
     /// (`TIMEOUT`, `LEAVEEMPTY`, `LEAVEUNAVAIL`, `WITHDRAW`, …): how an unanswered caller left.
-    CallerHungUp {
-        uniqueid: String,
-        queue_status: String,
-    },
+    CallerHungUp { uniqueid: Text, queue_status: Text },
 }

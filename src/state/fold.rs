@@ -10,7 +10,7 @@ use crate::ami::Event;
 use super::model::{DeviceState, Membership};
 use super::{
     Caller, Change, ChangeKind, ConnectedCall, Input, LinkChange, Member, Queue, QueueStats,
-    QueueStatus, Rung, Scope, State, Waiting, What,
+    QueueStatus, Rung, Scope, State, Text, Waiting, What,
 };
 
 /// Folds one input into the state and returns what changed, in order.
@@ -65,18 +65,18 @@ struct Fold<'i, C> {
 
 /// Asterisk prints an unknown caller id as `<unknown>` in events and `unknown` in QueueStatus
 /// (ami.md §2.2, §2.4); both mean "none".
-fn caller_id(v: &str) -> String {
+fn caller_id(v: &str) -> Text {
     match v {
-        "<unknown>" | "unknown" => String::new(),
-        _ => v.to_owned(),
+        "<unknown>" | "unknown" => Text::default(),
+        _ => v.into(),
     }
 }
 
 fn member_from(f: &MemberFields<'_>) -> Member {
     Member {
-        interface: f.interface.to_owned(),
-        name: f.name.to_owned(),
-        state_interface: f.state_interface.to_owned(),
+        interface: f.interface.into(),
+        name: f.name.into(),
+        state_interface: f.state_interface.into(),
         membership: Membership::from_ami(f.membership),
         penalty: f.penalty,
         calls_taken: f.calls_taken,
@@ -86,7 +86,7 @@ fn member_from(f: &MemberFields<'_>) -> Member {
         in_call: f.in_call,
         status: DeviceState::from_code(f.status),
         paused: f.paused,
-        paused_reason: f.paused_reason.to_owned(),
+        paused_reason: f.paused_reason.into(),
         wrapup_time: f.wrapup_time,
         ring_in_use: f.ring_in_use,
     }
@@ -102,7 +102,7 @@ fn set<T: PartialEq>(slot: &mut T, value: T) -> bool {
 }
 
 /// Sets a string in place (no allocation when it fits); true when that changed it.
-fn set_str(slot: &mut String, value: &str) -> bool {
+fn set_str(slot: &mut Text, value: &str) -> bool {
     let changed = slot != value;
     if changed {
         slot.clear();
@@ -173,14 +173,14 @@ fn merge_stats(s: &mut QueueStats, p: &ParamsFields<'_>, calls: i64) -> bool {
 
 fn caller_from(c: &CallerFields<'_>) -> Caller {
     Caller {
-        channel: c.channel.to_owned(),
-        uniqueid: c.uniqueid.to_owned(),
-        linkedid: c.linkedid.to_owned(),
+        channel: c.channel.into(),
+        uniqueid: c.uniqueid.into(),
+        linkedid: c.linkedid.into(),
         caller_id_num: caller_id(c.caller_id_num),
         caller_id_name: caller_id(c.caller_id_name),
         connected_line_num: caller_id(c.connected_line_num),
         connected_line_name: caller_id(c.connected_line_name),
-        dialled: c.exten.to_owned(),
+        dialled: c.exten.into(),
         privacy: withheld(c.presentation),
         ..Caller::default()
     }
@@ -195,7 +195,7 @@ fn caller_from(c: &CallerFields<'_>) -> Caller {
 pub(super) fn answered_by<'c>(
     calls: impl IntoIterator<Item = &'c ConnectedCall>,
     a: &AgentFields<'_>,
-) -> Option<String> {
+) -> Option<Text> {
     let mut fits = calls.into_iter().filter(|c| match a.dest_channel {
         "" => c.interface == a.interface,
         dest => c.agent_channel == dest,
@@ -228,9 +228,10 @@ fn waiting(position: usize, caller: &Caller) -> Waiting {
 fn queue_entry<'s>(state: &'s mut State, server: &Arc<str>, name: &str) -> (&'s mut Queue, bool) {
     let State { servers, ids, .. } = state;
     let entry = super::model::server_entry(servers, server);
-    // One search with an owned key costs less than two without: a short name's copy is cheaper
-    // than a descent of the tree, the more so the more queues there are.
-    match entry.queues.entry(name.to_owned()) {
+    // One search with an owned key costs less than two without: a name of up to 24 bytes is
+    // copied inline, with no allocation, cheaper than a descent of the tree, the more so the
+    // more queues there are.
+    match entry.queues.entry(name.into()) {
         btree_map::Entry::Occupied(queue) => (queue.into_mut(), false),
         btree_map::Entry::Vacant(slot) => {
             let id = ids.get_or_assign(server, name);
@@ -327,7 +328,7 @@ impl<C: Changes> Fold<'_, C> {
                 if let Some(c) = q.callers.get_mut(a.caller.uniqueid) {
                     if !c.ringing.contains_key(a.interface) {
                         c.ringing.push(Rung {
-                            interface: a.interface.to_owned(),
+                            interface: a.interface.into(),
                             since: at,
                         });
                     }
@@ -335,8 +336,8 @@ impl<C: Changes> Fold<'_, C> {
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentCalled {
                     queue,
-                    interface: a.interface.to_owned(),
-                    uniqueid: a.caller.uniqueid.to_owned(),
+                    interface: a.interface.into(),
+                    uniqueid: a.caller.uniqueid.into(),
                 })
             }
             Event::AgentRingNoAnswer(a) => {
@@ -347,8 +348,8 @@ impl<C: Changes> Fold<'_, C> {
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentRingNoAnswer {
                     queue,
-                    interface: a.interface.to_owned(),
-                    uniqueid: a.caller.uniqueid.to_owned(),
+                    interface: a.interface.into(),
+                    uniqueid: a.caller.uniqueid.into(),
                     ring_time_ms: a.ring_time,
                 })
             }
@@ -361,8 +362,8 @@ impl<C: Changes> Fold<'_, C> {
                 uniqueid,
                 queue_status,
             } => self.push(ChangeKind::CallerHungUp {
-                uniqueid: (*uniqueid).to_owned(),
-                queue_status: (*queue_status).to_owned(),
+                uniqueid: (*uniqueid).into(),
+                queue_status: (*queue_status).into(),
             }),
             Event::FullyBooted | Event::Module { .. } | Event::Shutdown | Event::Other => {}
         }
@@ -392,7 +393,7 @@ impl<C: Changes> Fold<'_, C> {
         if q.members.remove(interface).is_some() {
             self.push(ChangeKind::MemberRemoved {
                 queue: q.name.clone(),
-                interface: interface.to_owned(),
+                interface: interface.into(),
             });
         }
     }
@@ -463,16 +464,16 @@ impl<C: Changes> Fold<'_, C> {
                 c.ringing = Default::default();
                 (c.dialled.clone(), c.privacy)
             }
-            None => (a.caller.exten.to_owned(), withheld(a.caller.presentation)),
+            None => (a.caller.exten.into(), withheld(a.caller.presentation)),
         };
         let call = ConnectedCall {
-            uniqueid: a.caller.uniqueid.to_owned(),
-            channel: a.caller.channel.to_owned(),
+            uniqueid: a.caller.uniqueid.into(),
+            channel: a.caller.channel.into(),
             caller_id_num: caller_id(a.caller.caller_id_num),
             caller_id_name: caller_id(a.caller.caller_id_name),
-            interface: a.interface.to_owned(),
-            member_name: a.member_name.to_owned(),
-            agent_channel: a.dest_channel.to_owned(),
+            interface: a.interface.into(),
+            member_name: a.member_name.into(),
+            agent_channel: a.dest_channel.into(),
             hold_time: a.hold_time,
             ring_time: a.ring_time,
             connected_at: self.at_secs,
@@ -491,7 +492,7 @@ impl<C: Changes> Fold<'_, C> {
         let queue = q.name.clone();
         let uniqueid = match a.caller.uniqueid {
             "" => answered_by(q.connected_calls.iter(), a).unwrap_or_default(),
-            uniqueid => uniqueid.to_owned(),
+            uniqueid => uniqueid.into(),
         };
         q.connected_calls.remove(&uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
@@ -501,10 +502,10 @@ impl<C: Changes> Fold<'_, C> {
         self.push(ChangeKind::CallCompleted {
             queue,
             uniqueid,
-            interface: a.interface.to_owned(),
+            interface: a.interface.into(),
             hold_time: a.hold_time,
             talk_time: a.talk_time,
-            reason: reason.to_owned(),
+            reason: reason.into(),
         });
     }
 

@@ -27,7 +27,7 @@ pub use ids::QueueIds;
 pub use lineup::{Keyed, Lineup};
 pub use model::{
     Caller, ConnectedCall, DeviceState, Link, Member, Members, Membership, Queue, QueueStats,
-    Ringing, Rung, Server, ServerView, Snapshot, State, Waiting, WaitingRef,
+    Ringing, Rung, Server, ServerView, Snapshot, State, Text, Waiting, WaitingRef,
 };
 
 pub use crate::ami::input::{Input, LinkChange, QueueStatus, Scope, What};

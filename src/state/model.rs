@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 
 use super::ids::QueueIds;
 use super::lineup::{Keyed, Lineup};
+pub use compact_str::CompactString as Text;
 
 /// Everything queuebridge knows, for every configured Asterisk server.
 #[derive(Clone, Debug, Default)]
@@ -26,7 +27,7 @@ pub struct State {
 pub struct Server {
     pub id: Arc<str>,
     pub link: Link,
-    pub queues: BTreeMap<String, Queue>,
+    pub queues: BTreeMap<Text, Queue>,
 }
 
 /// The AMI link of one server.
@@ -44,7 +45,7 @@ pub struct Link {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct QueueStats {
     /// `Strategy`
-    pub strategy: String,
+    pub strategy: Text,
     /// `Max` (maxlen; 0 = unlimited)
     pub max: i64,
     /// `Calls` — callers waiting now
@@ -101,7 +102,7 @@ pub struct Ringing<'a> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rung {
     /// The member's `Interface`.
-    pub interface: String,
+    pub interface: Text,
     /// Epoch seconds of the AgentCalled.
     pub since: i64,
 }
@@ -259,11 +260,11 @@ impl Serialize for Members {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Member {
     /// `Interface` (`Location` in QueueStatus) — the member's key
-    pub interface: String,
+    pub interface: Text,
     /// `MemberName` (`Name` in QueueStatus)
-    pub name: String,
+    pub name: Text,
     /// `StateInterface`
-    pub state_interface: String,
+    pub state_interface: Text,
     /// `Membership`
     pub membership: Membership,
     pub penalty: i64,
@@ -279,7 +280,7 @@ pub struct Member {
     #[serde(flatten)]
     pub status: DeviceState,
     pub paused: bool,
-    pub paused_reason: String,
+    pub paused_reason: Text,
     /// Seconds; 0 = the queue's value
     pub wrapup_time: i64,
     /// `Ringinuse`; unknown (null) until an event carried it: QueueStatus does not list it.
@@ -399,21 +400,21 @@ impl Serialize for DeviceState {
 /// A caller waiting in a queue. Its position is its place in [`Queue::callers`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Caller {
-    pub channel: String,
-    pub uniqueid: String,
+    pub channel: Text,
+    pub uniqueid: Text,
     /// From QueueCallerJoin; empty if the caller was first seen in a QueueStatus snapshot.
-    pub linkedid: String,
+    pub linkedid: Text,
     /// Empty when Asterisk reports it unknown (`<unknown>` in events, `unknown` in QueueStatus).
-    pub caller_id_num: String,
-    pub caller_id_name: String,
-    pub connected_line_num: String,
-    pub connected_line_name: String,
+    pub caller_id_num: Text,
+    pub caller_id_name: Text,
+    pub connected_line_num: Text,
+    pub connected_line_name: Text,
     /// Epoch seconds when the caller joined.
     pub entered: i64,
     /// `QUEUE_PRIO`, from QueueStatus.
     pub priority: i64,
     /// The extension the caller dialled into the queue (`Exten` of QueueCallerJoin).
-    pub dialled: String,
+    pub dialled: Text,
     /// The caller withheld their number (`CALLERID(pres)` is `prohib…`; needs
     /// `channelvars = CALLERID(pres)` in manager.conf, false without it).
     pub privacy: bool,
@@ -453,15 +454,15 @@ pub struct WaitingRef<'a> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ConnectedCall {
     /// The caller's `Uniqueid`.
-    pub uniqueid: String,
-    pub channel: String,
-    pub caller_id_num: String,
-    pub caller_id_name: String,
+    pub uniqueid: Text,
+    pub channel: Text,
+    pub caller_id_num: Text,
+    pub caller_id_name: Text,
     /// The member's `Interface`.
-    pub interface: String,
-    pub member_name: String,
+    pub interface: Text,
+    pub member_name: Text,
     /// The agent leg (`DestChannel`).
-    pub agent_channel: String,
+    pub agent_channel: Text,
     /// Seconds the caller waited.
     pub hold_time: i64,
     /// Seconds the member rang before answering.
@@ -469,7 +470,7 @@ pub struct ConnectedCall {
     /// Epoch seconds of the AgentConnect.
     pub connected_at: i64,
     /// Carried over from the waiting caller (see [`Caller`]).
-    pub dialled: String,
+    pub dialled: Text,
     pub privacy: bool,
 }
 

@@ -149,7 +149,7 @@ fn positions(st: &State, queue: &str) -> Vec<(String, i64)> {
     st.queue(SERVER, queue)
         .map(|q| {
             q.waiting()
-                .map(|w| (w.caller.uniqueid.clone(), w.position))
+                .map(|w| (w.caller.uniqueid.to_string(), w.position))
                 .collect()
         })
         .unwrap_or_default()
@@ -391,7 +391,7 @@ fn a_complete_without_its_caller_block_ends_the_call_the_member_answered() {
         st.queue(SERVER, "sales").map(|q| {
             q.connected_calls
                 .iter()
-                .map(|c| c.uniqueid.clone())
+                .map(|c| c.uniqueid.to_string())
                 .collect::<Vec<_>>()
         })
     };

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::access::{Directory, User};
-use crate::state::{Caller, Change, ChangeKind, Member, Queue, State};
+use crate::state::{Caller, Change, ChangeKind, Member, Queue, State, Text};
 use crate::view;
 
 use super::pascom::{CallEntry, MemberState, Person, QueueRef};
@@ -23,9 +23,9 @@ pub fn member_state(queue: &str, member: &Member, user: Option<&User>) -> Member
         agent: user.map_or_else(
             || {
                 if member.name.is_empty() {
-                    member.interface.clone()
+                    member.interface.to_string()
                 } else {
-                    member.name.clone()
+                    member.name.to_string()
                 }
             },
             |u| u.name.clone(),
@@ -37,7 +37,7 @@ pub fn member_state(queue: &str, member: &Member, user: Option<&User>) -> Member
         // Asterisk keeps the last reason after an unpause (and QueueMemberStatus may clear it
         // later): it means something only while paused.
         pause_reason: if member.paused {
-            member.paused_reason.clone()
+            member.paused_reason.to_string()
         } else {
             String::new()
         },
@@ -73,11 +73,11 @@ pub fn user_person(u: &User) -> Person {
 pub fn call_entry(position: i64, c: &Caller) -> CallEntry {
     CallEntry {
         position,
-        channel: c.channel.clone(),
-        uniqueid: c.uniqueid.clone(),
+        channel: c.channel.to_string(),
+        uniqueid: c.uniqueid.to_string(),
         person: Person {
-            phone: c.caller_id_num.clone(),
-            displayname: c.caller_id_name.clone(),
+            phone: c.caller_id_num.to_string(),
+            displayname: c.caller_id_name.to_string(),
         },
     }
 }
@@ -118,7 +118,7 @@ pub enum Event {
     /// `queue.QueueMemberState`: a login or pause change of the member `interface`.
     Member {
         server: Arc<str>,
-        interface: String,
+        interface: Text,
         state: MemberState,
     },
     /// `queue.QueueJoinEvent`.
@@ -190,9 +190,9 @@ impl Event {
 struct Seen {
     id: u64,
     /// By interface.
-    members: BTreeMap<String, MemberState>,
+    members: BTreeMap<Text, MemberState>,
     /// By uniqueid.
-    calls: BTreeMap<String, CallEntry>,
+    calls: BTreeMap<Text, CallEntry>,
 }
 
 /// What the clients have been told, per (server, queue).
@@ -210,11 +210,7 @@ impl Published {
     }
 
     /// The members of a queue, as published (by interface).
-    pub fn members(
-        &self,
-        server: &Arc<str>,
-        queue: &str,
-    ) -> Option<&BTreeMap<String, MemberState>> {
+    pub fn members(&self, server: &Arc<str>, queue: &str) -> Option<&BTreeMap<Text, MemberState>> {
         self.queues
             .get(&(server.clone(), queue.to_owned()))
             .map(|s| &s.members)
@@ -364,7 +360,7 @@ fn left(server: &Arc<str>, interface: &str, mut state: MemberState) -> Event {
     state.pause_reason.clear();
     Event::Member {
         server: server.clone(),
-        interface: interface.to_owned(),
+        interface: interface.into(),
         state,
     }
 }
@@ -429,7 +425,7 @@ mod tests {
     fn member(interface: &str, paused: bool, reason: &str, status: i64) -> Member {
         Member {
             interface: interface.into(),
-            name: format!("Agent {interface}"),
+            name: format!("Agent {interface}").into(),
             membership: Membership::Dynamic,
             status: DeviceState::from_code(status),
             paused,
@@ -442,7 +438,7 @@ mod tests {
         Waiting {
             position,
             caller: Caller {
-                channel: format!("Local/{uniqueid}"),
+                channel: format!("Local/{uniqueid}").into(),
                 uniqueid: uniqueid.into(),
                 caller_id_num: "370".into(),
                 ..Caller::default()

@@ -197,7 +197,7 @@ fn matches(
     user: &str,
     event: &Event,
     dir: &Directory,
-    members: Option<&BTreeMap<String, MemberState>>,
+    members: Option<&BTreeMap<crate::state::Text, MemberState>>,
 ) -> bool {
     if sub.module != "queue" || (sub.kind != "*" && sub.kind != event.name()) {
         return false;
@@ -224,7 +224,7 @@ fn matches(
             return true;
         }
     }
-    let is_member = members.is_some_and(|m| m.contains_key(&user.interface));
+    let is_member = members.is_some_and(|m| m.contains_key(user.interface.as_str()));
     user.belongs_to(event.server(), event.queue(), is_member)
 }
 
@@ -270,7 +270,7 @@ mod tests {
     fn member(agent: &str, queue: &str) -> Event {
         Event::Member {
             server: Arc::from("pbx1"),
-            interface: format!("Local/{agent}@agents/n"),
+            interface: format!("Local/{agent}@agents/n").into(),
             state: MemberState {
                 agent: agent.into(),
                 queue: queue.into(),
@@ -444,7 +444,7 @@ mod tests {
                 for (i, m) in members.iter().enumerate() {
                     if m & bit != 0 {
                         q.members.insert(crate::state::Member {
-                            interface: format!("Local/{}@agents/n", names[i]),
+                            interface: format!("Local/{}@agents/n", names[i]).into(),
                             ..crate::state::Member::default()
                         });
                     }

@@ -135,10 +135,10 @@ pub(super) async fn set_agents(
                 .find(|s| s.interface == m.interface)
                 .cloned()
                 .unwrap_or_else(|| StaticMember {
-                    interface: m.interface.clone(),
+                    interface: m.interface.to_string(),
                     penalty: m.penalty,
-                    name: m.name.clone(),
-                    state_interface: m.state_interface.clone(),
+                    name: m.name.to_string(),
+                    state_interface: m.state_interface.to_string(),
                 }),
             _ => {
                 let Some(u) = directory.users().find(|u| {
@@ -219,7 +219,7 @@ pub(super) async fn set_status(
     status: &str,
 ) -> Result<Done> {
     let interface = match (a.member, &a.user) {
-        (Some(m), _) => m.interface.clone(),
+        (Some(m), _) => m.interface.to_string(),
         (None, Some(u)) => u.interface.clone(),
         (None, None) => return Err(not_found("no such agent")),
     };

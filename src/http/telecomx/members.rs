@@ -244,7 +244,7 @@ pub(super) async fn update(
     if let Some(penalty) = penalty(r.priority)? {
         let command = Command::Penalty {
             queue: Some(queue),
-            interface: m.interface.clone(),
+            interface: m.interface.to_string(),
             penalty,
         };
         app.commands
@@ -273,7 +273,7 @@ pub(super) async fn leave(
     }
     let command = Command::Logout {
         queue,
-        interface: m.interface,
+        interface: m.interface.into(),
     };
     app.commands
         .execute(&who, &server, command)

@@ -132,7 +132,7 @@ pub(super) async fn members_of(app: &AppState, who: &Principal, id: &str) -> Res
     with_queue(app, who, id, |q| {
         q.members
             .values()
-            .map(|m| member_json(&directory, q, m, stats.get(&m.interface)))
+            .map(|m| member_json(&directory, q, m, stats.get(m.interface.as_str())))
             .collect()
     })
 }

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::access::{Directory, Principal, User};
 use crate::http::{push, AppState};
-use crate::state::{ChangeKind, Member, State as Model};
+use crate::state::{ChangeKind, Member, State as Model, Text};
 use crate::tokens::Kind;
 
 /// Closed after this long without a frame from the client (Yeastar's 60 s).
@@ -84,12 +84,12 @@ pub async fn subscribe(
 }
 
 /// What the socket last told (or, at the start, would have told) of each member.
-type Key = (Arc<str>, Arc<str>, String);
+type Key = (Arc<str>, Arc<str>, Text);
 
 /// A member's Yeastar status and reason.
 fn status(m: &Member) -> (&'static str, String) {
     if m.paused {
-        ("Paused", m.paused_reason.clone())
+        ("Paused", m.paused_reason.to_string())
     } else {
         ("Available", String::new())
     }
@@ -114,7 +114,7 @@ async fn run(app: AppState, user: Arc<User>, token: String, socket: WebSocket) {
             .collect()
     });
     let mut missed: HashMap<Key, Vec<Value>> = HashMap::new();
-    let mut calls: HashMap<String, Call> = HashMap::new();
+    let mut calls: HashMap<Text, Call> = HashMap::new();
     let mut topics: BTreeSet<u64> = BTreeSet::new();
     let mut heard = Instant::now();
     let mut check = tokio::time::interval(CHECK_EVERY);
@@ -220,7 +220,7 @@ fn call_events(
     who: &Principal,
     directory: &Directory,
     change: &crate::state::Change,
-    calls: &mut HashMap<String, Call>,
+    calls: &mut HashMap<Text, Call>,
     emit: &mut impl FnMut(u64, Value),
 ) {
     let server = &change.server;
@@ -261,7 +261,7 @@ fn call_events(
             .map(|c| (&c.caller_id_num, &c.channel));
         let (from, channel) = waiting
             .or(talking)
-            .map_or_else(Default::default, |(n, c)| (n.clone(), c.clone()));
+            .map_or_else(Default::default, |(n, c)| (n.to_string(), c.to_string()));
         Call {
             queue: queue.clone(),
             from,
@@ -276,7 +276,7 @@ fn call_events(
             ("RING", Some("ALERT"))
         }
         ChangeKind::CallConnected { call: c, .. } => {
-            call.agent = Some((number(&c.interface), c.agent_channel.clone()));
+            call.agent = Some((number(&c.interface), c.agent_channel.to_string()));
             ("ANSWERED", Some("ANSWERED"))
         }
         _ => ("BYE", Some("BYE")),
@@ -362,7 +362,7 @@ fn events(
             let caller = q
                 .callers
                 .get(uniqueid)
-                .map_or_else(String::new, |c| c.caller_id_num.clone());
+                .map_or_else(String::new, |c| c.caller_id_num.to_string());
             missed
                 .entry(key)
                 .or_default()

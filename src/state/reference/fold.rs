@@ -49,9 +49,9 @@ fn caller_id(v: &str) -> String {
 
 fn member_from(f: &MemberFields<'_>) -> Member {
     Member {
-        interface: f.interface.to_owned(),
-        name: f.name.to_owned(),
-        state_interface: f.state_interface.to_owned(),
+        interface: f.interface.into(),
+        name: f.name.into(),
+        state_interface: f.state_interface.into(),
         membership: Membership::from_ami(f.membership),
         penalty: f.penalty,
         calls_taken: f.calls_taken,
@@ -61,7 +61,7 @@ fn member_from(f: &MemberFields<'_>) -> Member {
         in_call: f.in_call,
         status: DeviceState::from_code(f.status),
         paused: f.paused,
-        paused_reason: f.paused_reason.to_owned(),
+        paused_reason: f.paused_reason.into(),
         wrapup_time: f.wrapup_time,
         ring_in_use: f.ring_in_use,
     }
@@ -76,7 +76,7 @@ fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
         }
         changed
     }
-    fn set_str(slot: &mut String, value: &str) -> bool {
+    fn set_str(slot: &mut super::super::Text, value: &str) -> bool {
         let changed = slot != value;
         if changed {
             slot.clear();
@@ -113,7 +113,7 @@ fn merge_member(m: &mut Member, f: &MemberFields<'_>) -> bool {
 
 fn stats_from(p: &ParamsFields<'_>) -> QueueStats {
     QueueStats {
-        strategy: p.strategy.to_owned(),
+        strategy: p.strategy.into(),
         max: p.max,
         calls: p.calls,
         hold_time: p.hold_time,
@@ -274,8 +274,8 @@ impl Fold<'_> {
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentCalled {
                     queue,
-                    interface: a.interface.to_owned(),
-                    uniqueid: a.caller.uniqueid.to_owned(),
+                    interface: a.interface.into(),
+                    uniqueid: a.caller.uniqueid.into(),
                 })
             }
             Event::AgentRingNoAnswer(a) => {
@@ -285,8 +285,8 @@ impl Fold<'_> {
                 let queue = q.name.clone();
                 self.push(ChangeKind::AgentRingNoAnswer {
                     queue,
-                    interface: a.interface.to_owned(),
-                    uniqueid: a.caller.uniqueid.to_owned(),
+                    interface: a.interface.into(),
+                    uniqueid: a.caller.uniqueid.into(),
                     ring_time_ms: a.ring_time,
                 })
             }
@@ -299,8 +299,8 @@ impl Fold<'_> {
                 uniqueid,
                 queue_status,
             } => self.push(ChangeKind::CallerHungUp {
-                uniqueid: (*uniqueid).to_owned(),
-                queue_status: (*queue_status).to_owned(),
+                uniqueid: (*uniqueid).into(),
+                queue_status: (*queue_status).into(),
             }),
             Event::FullyBooted | Event::Module { .. } | Event::Shutdown | Event::Other => {}
         }
@@ -318,7 +318,8 @@ impl Fold<'_> {
             }
             None => {
                 let member = member_from(f);
-                q.members.insert(member.interface.clone(), member.clone());
+                q.members
+                    .insert(member.interface.to_string(), member.clone());
                 member
             }
         };
@@ -330,7 +331,7 @@ impl Fold<'_> {
         if q.members.remove(interface).is_some() {
             self.push(ChangeKind::MemberRemoved {
                 queue: q.name.clone(),
-                interface: interface.to_owned(),
+                interface: interface.into(),
             });
         }
     }
@@ -380,7 +381,7 @@ impl Fold<'_> {
         q.stats.calls = q.callers.len() as i64;
         self.push(ChangeKind::CallerLeft {
             queue: q.name.clone(),
-            uniqueid: old.uniqueid,
+            uniqueid: old.uniqueid.into(),
             position: old.position,
             abandoned: old.abandoned,
         });
@@ -404,17 +405,17 @@ impl Fold<'_> {
         let q = self.queue(state, a.caller.queue);
         q.ringing.retain(|r| r.uniqueid != a.caller.uniqueid);
         let (dialled, privacy) = match q.callers.iter().find(|c| c.uniqueid == a.caller.uniqueid) {
-            Some(c) => (c.dialled.clone(), c.privacy),
-            None => (a.caller.exten.to_owned(), withheld(a.caller.presentation)),
+            Some(c) => (c.dialled.as_str().into(), c.privacy),
+            None => (a.caller.exten.into(), withheld(a.caller.presentation)),
         };
         let call = ConnectedCall {
-            uniqueid: a.caller.uniqueid.to_owned(),
-            channel: a.caller.channel.to_owned(),
-            caller_id_num: caller_id(a.caller.caller_id_num),
-            caller_id_name: caller_id(a.caller.caller_id_name),
-            interface: a.interface.to_owned(),
-            member_name: a.member_name.to_owned(),
-            agent_channel: a.dest_channel.to_owned(),
+            uniqueid: a.caller.uniqueid.into(),
+            channel: a.caller.channel.into(),
+            caller_id_num: caller_id(a.caller.caller_id_num).into(),
+            caller_id_name: caller_id(a.caller.caller_id_name).into(),
+            interface: a.interface.into(),
+            member_name: a.member_name.into(),
+            agent_channel: a.dest_channel.into(),
             hold_time: a.hold_time,
             ring_time: a.ring_time,
             connected_at: self.at_secs,
@@ -435,7 +436,7 @@ impl Fold<'_> {
         let queue = q.name.clone();
         let uniqueid = match a.caller.uniqueid {
             "" => crate::state::fold::answered_by(&q.connected_calls, a).unwrap_or_default(),
-            uniqueid => uniqueid.to_owned(),
+            uniqueid => uniqueid.into(),
         };
         q.connected_calls.retain(|c| c.uniqueid != uniqueid);
         // InCall goes back to 0 silently; CallsTaken and LastCall change silently too and are
@@ -445,10 +446,10 @@ impl Fold<'_> {
         self.push(ChangeKind::CallCompleted {
             queue,
             uniqueid,
-            interface: a.interface.to_owned(),
+            interface: a.interface.into(),
             hold_time: a.hold_time,
             talk_time: a.talk_time,
-            reason: reason.to_owned(),
+            reason: reason.into(),
         });
     }
 
@@ -549,7 +550,7 @@ impl Fold<'_> {
                 q.members.remove(&interface);
                 changes.push(ChangeKind::MemberRemoved {
                     queue: queue.clone(),
-                    interface,
+                    interface: interface.into(),
                 });
             }
             for f in members {
@@ -558,7 +559,8 @@ impl Fold<'_> {
                 // QueueStatus does not list Ringinuse: keep what an event told us.
                 member.ring_in_use = old.and_then(|o| o.ring_in_use);
                 if old != Some(&member) {
-                    q.members.insert(member.interface.clone(), member.clone());
+                    q.members
+                        .insert(member.interface.to_string(), member.clone());
                     changes.push(ChangeKind::MemberUpdated {
                         queue: queue.clone(),
                         member,
@@ -598,7 +600,7 @@ impl Fold<'_> {
             if !callers.iter().any(|c| c.uniqueid == old.uniqueid) {
                 changes.push(ChangeKind::CallerLeft {
                     queue: queue.clone(),
-                    uniqueid: old.uniqueid.clone(),
+                    uniqueid: old.uniqueid.as_str().into(),
                     position: old.position,
                     abandoned: old.abandoned,
                 });

@@ -39,7 +39,7 @@ impl Wsi {
             for m in q.members.values() {
                 let state = agent_status(q, Some(m));
                 let call = call_of(q, &m.interface);
-                let session = call.map_or_else(String::new, |c| c.uniqueid.clone());
+                let session = call.map_or_else(String::new, |c| c.uniqueid.to_string());
                 let view = agent_view(q, &directory, &m.interface, state, call);
                 self.told.insert(
                     (key.0.clone(), key.1.clone(), m.interface.clone()),
@@ -100,7 +100,7 @@ impl Wsi {
                 let number = q
                     .connected_calls
                     .get(uniqueid)
-                    .map_or_else(String::new, |c| c.caller_id_num.clone());
+                    .map_or_else(String::new, |c| c.caller_id_num.to_string());
                 let mut v = head("queue_caller_status");
                 v["updated_callers"] = json!([{
                     "position": position, "session_id": uniqueid, "caller_number": number,
@@ -137,8 +137,8 @@ impl Wsi {
         };
         let state = agent_status(q, Some(m));
         let call = call_of(q, interface);
-        let session = call.map_or_else(String::new, |c| c.uniqueid.clone());
-        let k = (q.server.clone(), q.name.clone(), interface.to_owned());
+        let session = call.map_or_else(String::new, |c| c.uniqueid.to_string());
+        let k = (q.server.clone(), q.name.clone(), interface.into());
         if self.told.get(&k) == Some(&(state, session.clone())) {
             return;
         }

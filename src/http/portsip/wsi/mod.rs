@@ -91,7 +91,7 @@ pub async fn upgrade(
 }
 
 /// A member of a queue: (server, queue, interface).
-type MemberKey = (Arc<str>, Arc<str>, String);
+type MemberKey = (Arc<str>, Arc<str>, crate::state::Text);
 
 /// One socket's session.
 struct Wsi {
