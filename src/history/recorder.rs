@@ -29,14 +29,13 @@ pub(super) struct Pending {
 
 /// The recorder: folds changes into rows.
 ///
-/// Pending calls, each a box found by the server, Uniqueid and queue its own record holds:
-/// the table holds one pointer per slot, so made for twice [`MAX_PENDING`] from the start
-/// (262,144 slots, 2.3 MiB) it never grows — hashbrown clears the tombstones deletions leave
-/// by rehashing in place while at most half its capacity is live (BENCHMARKS.md, "Soak": a
-/// table made for `MAX_PENDING` doubled once more at minute 11, 10 MiB) — and is small enough
-/// that its few live calls do not miss the cache at every lookup, as they did with the keys
-/// in the slots (16 MiB, 5 % of the daemon's time at a million events a second). A lookup
-/// copies no key.
+/// Pending calls, each a box found by the server, Uniqueid and queue its own record holds, so
+/// a lookup copies no key and the table holds one pointer per slot: grown as calls come, up to
+/// 262,144 slots (2.3 MiB) for [`MAX_PENDING`], each doubling a step of at most 1.2 MiB. (With
+/// the keys in the slots a doubling was the 10 MiB step of the 30-minute soak, BENCHMARKS.md,
+/// "Soak", and the table was made for twice `MAX_PENDING` from the start; but a table that big
+/// around a few live calls is slow either way: 16 MiB missed the cache at every lookup, and
+/// the tombstones a stream of joins and leaves spreads over it make every miss a long probe.)
 pub(super) struct Recorder {
     pub(super) pending: HashTable<Box<Pending>>,
     hasher: foldhash::fast::RandomState,
@@ -47,7 +46,7 @@ pub(super) struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Self {
-            pending: HashTable::with_capacity(2 * MAX_PENDING),
+            pending: HashTable::new(),
             hasher: Default::default(),
             untracked: 0,
         }
