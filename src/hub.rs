@@ -19,12 +19,16 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::state::{self, Change, Input, Snapshot, State, What};
 
-/// Inputs queued from all AMI links to the state task. The fold is far faster than any AMI
+/// Inputs queued from all AMI links to the state task, and events queued by one link (a read's
+/// events travel as one input). The fold is far faster than any AMI
 /// link, so this only fills if the process is starved: 8,192 inputs are eight seconds of a
 /// busy site's 1,000 events/s, longer than folding the largest resync (40,000 queues: about
 /// 1.5 s on the machine of BENCHMARKS.md). An AMI reader never waits for room: it drops what
 /// does not fit and resyncs (`ami::client`), so Asterisk's `writetimeout` is never hit.
 pub const INPUT_QUEUE: usize = 8192;
+/// Events folded under one hold of the state lock and published as one batch: about a
+/// millisecond of folding, so readers of the state never wait longer.
+const FOLD_BATCH: usize = 1024;
 /// Batches a subscriber may fall behind before it is resynced with a snapshot.
 pub const BROADCAST_CAPACITY: usize = 4096;
 /// Changes kept for `Last-Event-ID` resumption.
@@ -239,8 +243,24 @@ pub async fn run(
                 }
             }
             // Only logins, logoffs and QueueStatus snapshots change what systemd is told.
-            let links_moved = batch.iter().any(|i| !matches!(i.what, What::Event(_)));
-            hub.apply_all(&batch);
+            let links_moved = batch
+                .iter()
+                .any(|i| !matches!(i.what, What::Event(_) | What::Events(_)));
+            // A read brings up to `ami::client::READ_BATCH` events in one input: the lock is
+            // held, and a batch published, for about `FOLD_BATCH` events at a time.
+            let mut from = 0;
+            let mut events = 0;
+            for (i, input) in batch.iter().enumerate() {
+                events += match &input.what {
+                    What::Events(e) => e.len(),
+                    _ => 1,
+                };
+                if events >= FOLD_BATCH || i + 1 == batch.len() {
+                    hub.apply_all(&batch[from..=i]);
+                    from = i + 1;
+                    events = 0;
+                }
+            }
             batch.clear();
             let dirty_ids = hub.write(|s| s.ids.take_dirty().then(|| s.ids.clone()));
             if let (Some(ids), Some(dir)) = (dirty_ids, &state_dir) {

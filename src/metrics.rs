@@ -239,9 +239,9 @@ impl EventCounters {
     }
 }
 
-/// Counts one AMI input dropped for want of room in the state task's queue.
-pub fn ami_input_dropped(server: &str) {
-    counter!(AMI_INPUT_DROPPED, "server" => server.to_owned()).increment(1);
+/// Counts AMI inputs (events, snapshots) dropped for want of room in the state task's queue.
+pub fn ami_input_dropped(server: &str, inputs: u64) {
+    counter!(AMI_INPUT_DROPPED, "server" => server.to_owned()).increment(inputs);
 }
 
 /// Counts one skipped AMI message.

@@ -18,6 +18,7 @@
 //! success that Asterisk did not confirm.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::demux::{Demux, Reply, Routed, MAX_LIST_ITEMS};
 use super::event::{is_queue_event, queue_result};
-use super::input::{Input, LinkChange, QueueStatus, Scope, What};
+use super::input::{Events, Input, LinkChange, QueueStatus, Scope, What};
 use super::{AmiCodec, Frame, Message};
 use crate::clock::now_ms;
 use crate::metrics;
@@ -255,6 +256,10 @@ struct Session<'a> {
     /// When the reader woke up to what it is handling, in milliseconds since the epoch: the
     /// arrival time of every input of one read.
     arrived_ms: u64,
+    /// Events read and not yet handed on: sent as one input at the end of the read.
+    events: Vec<Message>,
+    /// Events of this link queued for the state task (see [`Events`]).
+    queued: Arc<AtomicUsize>,
 }
 
 fn far_future() -> Instant {
@@ -282,6 +287,8 @@ impl<'a> Session<'a> {
             unsent_link: None,
             dropping: false,
             arrived_ms: 0,
+            events: Vec::new(),
+            queued: Events::budget(),
         }
     }
 
@@ -291,10 +298,18 @@ impl<'a> Session<'a> {
     /// drop), so the state is exact again once the state task has caught up. The link's `Up`
     /// is never dropped: when it does not fit it is kept and sent before anything newer.
     fn report(&mut self, what: What) {
+        if !matches!(what, What::Events(_)) {
+            // Whatever comes next comes after the events read before it.
+            self.flush_events();
+        }
+        let count = match &what {
+            What::Events(events) => events.len() as u64,
+            _ => 1,
+        };
         if let Some(link) = self.unsent_link.take() {
             if !self.offer(What::Link(link.clone())) {
                 self.unsent_link = Some(link);
-                self.dropped();
+                self.dropped(count);
                 return;
             }
         }
@@ -304,12 +319,32 @@ impl<'a> Session<'a> {
         };
         if !self.offer(what) {
             self.unsent_link = link;
-            self.dropped();
+            self.dropped(count);
         }
-        if self.dropping && self.sink.capacity() * 2 >= self.sink.max_capacity() {
+        if self.dropping && !self.half_full() {
             self.dropping = false;
             info!("the state task caught up; the resync requested corrects the state");
         }
+    }
+
+    /// Hands on the events read so far as one input; when they would take the link past its
+    /// share of the state task's queue (as many events as the queue holds inputs) they are
+    /// dropped like an input that does not fit.
+    fn flush_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.events);
+        match Events::counted(events, &self.queued, self.sink.max_capacity()) {
+            Ok(events) => self.report(What::Events(events)),
+            Err(events) => self.dropped(events.len() as u64),
+        }
+    }
+
+    /// The state task's queue, or this link's share of it, is more than half full.
+    fn half_full(&self) -> bool {
+        let max = self.sink.max_capacity();
+        self.sink.capacity() * 2 < max || self.queued.load(Ordering::Relaxed) * 2 > max
     }
 
     /// When the state task's queue is more than half full, gives up the rest of this thread's
@@ -317,7 +352,7 @@ impl<'a> Session<'a> {
     /// free it carries straight on — but where the reader and the state task share one core
     /// the state task runs first and catches up before the queue overflows.
     fn make_way(&self) {
-        if self.sink.capacity() * 2 < self.sink.max_capacity() {
+        if self.half_full() {
             std::thread::yield_now();
         }
     }
@@ -325,6 +360,7 @@ impl<'a> Session<'a> {
     /// Reports the link down once the session is over (nothing is read any more, so this may
     /// wait for room); it supersedes a link change still unsent.
     async fn report_down(&mut self, reason: String) {
+        self.flush_events();
         self.unsent_link = None;
         let input = Input {
             server: self.cfg.id.clone(),
@@ -348,8 +384,8 @@ impl<'a> Session<'a> {
         )
     }
 
-    fn dropped(&mut self) {
-        metrics::ami_input_dropped(&self.cfg.id);
+    fn dropped(&mut self, inputs: u64) {
+        metrics::ami_input_dropped(&self.cfg.id, inputs);
         if !self.dropping {
             self.dropping = true;
             warn!(
@@ -645,6 +681,7 @@ impl<'a> Session<'a> {
                             None => break,
                         }
                     }
+                    self.flush_events();
                     self.make_way();
                 }
                 req = requests.recv() => match req {
@@ -838,9 +875,9 @@ impl<'a> Session<'a> {
                         {
                             self.active.insert(queue.to_owned());
                         }
-                        self.report(What::Event(m));
+                        self.events.push(m);
                     }
-                    "Hangup" if queue_result(&m).is_some() => self.report(What::Event(m)),
+                    "Hangup" if queue_result(&m).is_some() => self.events.push(m),
                     _ => {}
                 }
                 None
@@ -1097,6 +1134,72 @@ mod tests {
         let next = |rx: &mut mpsc::Receiver<Input>| rx.try_recv().map(|i| i.what);
         assert!(matches!(next(&mut inputs), Ok(What::Link(LinkChange::Up))));
         assert!(matches!(next(&mut inputs), Ok(What::Event(m)) if m.get("Uniqueid") == Some("6")));
+    }
+
+    /// The events of one read reach the state task as one input, in order, before anything
+    /// that came after them; while queued they count against the link's share of the queue,
+    /// and a read that would pass it is dropped and resynced like an input that does not fit.
+    #[tokio::test]
+    async fn a_reads_events_travel_as_one_input_counted_until_folded() {
+        let cfg = config();
+        let (sink, mut inputs) = mpsc::channel(8);
+        let mut s = Session::new(&cfg, &sink);
+        let (writer, mut socket) = mpsc::channel(WRITE_QUEUE);
+        s.writer = Some(writer);
+        let join = |n: usize| {
+            Message::new()
+                .with("Event", "QueueCallerJoin")
+                .with("Queue", "q")
+                .with("Uniqueid", &n.to_string())
+        };
+        let mut boot = None;
+        for n in 0..5 {
+            assert_eq!(s.on_message(join(n), &mut boot), None);
+        }
+        assert!(
+            inputs.try_recv().is_err(),
+            "nothing before the read is over"
+        );
+        s.report(What::Link(LinkChange::Up));
+        let Ok(Input {
+            what: What::Events(events),
+            ..
+        }) = inputs.try_recv()
+        else {
+            panic!("the events first, as one input");
+        };
+        let ids: Vec<_> = events
+            .messages()
+            .iter()
+            .map(|m| m.get("Uniqueid").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+        assert!(matches!(
+            inputs.try_recv().map(|i| i.what),
+            Ok(What::Link(LinkChange::Up))
+        ));
+        assert_eq!(s.queued.load(Ordering::Relaxed), 5, "counted while queued");
+        drop(events);
+        assert_eq!(
+            s.queued.load(Ordering::Relaxed),
+            0,
+            "room given back once folded"
+        );
+
+        for n in 0..9 {
+            assert_eq!(s.on_message(join(n), &mut boot), None);
+        }
+        s.flush_events();
+        assert!(
+            inputs.try_recv().is_err(),
+            "9 events do not fit a share of 8"
+        );
+        assert_eq!(s.queued.load(Ordering::Relaxed), 0);
+        let mut resyncs = 0;
+        while let Ok(m) = socket.try_recv() {
+            resyncs += usize::from(m.get("Action") == Some("QueueStatus"));
+        }
+        assert_eq!(resyncs, 1, "dropped, and a resync asked for");
     }
 
     /// Front-end load filled the in-flight window and the writer's queue, and the keepalive

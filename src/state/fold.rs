@@ -34,6 +34,11 @@ pub fn apply_into(state: &mut State, input: &Input, changes: &mut impl Changes) 
         What::Link(link) => fold.link(state, link),
         What::Snapshot(status) => fold.snapshot(state, status),
         What::Event(msg) => fold.event(state, &Event::from_message(msg)),
+        What::Events(events) => {
+            for msg in events.messages() {
+                fold.event(state, &Event::from_message(msg));
+            }
+        }
     }
     state.seq = fold.seq;
 }

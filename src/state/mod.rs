@@ -30,4 +30,4 @@ pub use model::{
     Ringing, Rung, Server, ServerView, Snapshot, State, Text, Waiting, WaitingRef,
 };
 
-pub use crate::ami::input::{Input, LinkChange, QueueStatus, Scope, What};
+pub use crate::ami::input::{Events, Input, LinkChange, QueueStatus, Scope, What};

@@ -23,6 +23,11 @@ pub fn apply(state: &mut State, input: &Input) -> Vec<Change> {
         What::Link(link) => fold.link(state, link),
         What::Snapshot(status) => fold.snapshot(state, status),
         What::Event(msg) => fold.event(state, &Event::from_message(msg)),
+        What::Events(events) => {
+            for msg in events.messages() {
+                fold.event(state, &Event::from_message(msg));
+            }
+        }
     }
     let mut changes = fold.changes;
     for c in &mut changes {
