@@ -178,64 +178,125 @@ impl Serialize for Queue {
 
 /// The members of a queue, by `Interface`, in its order: a vector kept sorted, which holds
 /// exactly its members (a map's nodes would hold room for eleven, about 2.5 KiB, in every
-/// queue) and finds one by binary search. Adding or removing a member shifts those after it;
-/// member changes are rare next to the events that look members up.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Members(Vec<Member>);
+/// queue) and finds one by binary search — in a queue of more than [`INDEXED_FROM`] members by
+/// a hash of the interface instead, since every member event looks its member up and a search
+/// among hundreds of agents' interfaces, alike up to their last characters, was 5 % of the
+/// daemon's time. Adding or removing a member shifts those after it (and their places in the
+/// index); member changes are rare next to the events that look members up.
+#[derive(Clone, Debug, Default)]
+pub struct Members {
+    sorted: Vec<Member>,
+    /// The place of each member in `sorted`, while there are more than [`INDEXED_FROM`].
+    index: Option<foldhash::HashMap<Text, u32>>,
+}
+
+/// Up to this many members a queue finds one by binary search.
+pub const INDEXED_FROM: usize = 16;
+
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        self.sorted == other.sorted
+    }
+}
+
+impl Eq for Members {}
 
 impl Members {
-    fn find(&self, interface: &str) -> Result<usize, usize> {
-        self.0
+    fn position(&self, interface: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(interface).map(|&i| i as usize),
+            None => self.search(interface).ok(),
+        }
+    }
+
+    fn search(&self, interface: &str) -> Result<usize, usize> {
+        self.sorted
             .binary_search_by(|m| m.interface.as_str().cmp(interface))
     }
 
+    /// The index made again from `sorted` (or dropped, for a small queue).
+    fn reindex(&mut self) {
+        self.index = (self.sorted.len() > INDEXED_FROM).then(|| {
+            self.sorted
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.interface.clone(), i as u32))
+                .collect()
+        });
+    }
+
     pub fn get(&self, interface: &str) -> Option<&Member> {
-        self.find(interface).ok().map(|i| &self.0[i])
+        self.position(interface).map(|i| &self.sorted[i])
     }
 
     pub fn get_mut(&mut self, interface: &str) -> Option<&mut Member> {
-        self.find(interface).ok().map(|i| &mut self.0[i])
+        self.position(interface).map(|i| &mut self.sorted[i])
     }
 
     pub fn contains_key(&self, interface: &str) -> bool {
-        self.find(interface).is_ok()
+        self.position(interface).is_some()
     }
 
     /// Adds a member, or replaces the one with the same interface (returned).
     pub fn insert(&mut self, member: Member) -> Option<Member> {
-        match self.find(&member.interface) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i], member)),
+        match self.search(&member.interface) {
+            Ok(i) => Some(std::mem::replace(&mut self.sorted[i], member)),
             Err(i) => {
-                self.0.insert(i, member);
+                let interface = member.interface.clone();
+                self.sorted.insert(i, member);
+                match &mut self.index {
+                    Some(index) => {
+                        for at in index.values_mut() {
+                            *at += u32::from(*at as usize >= i);
+                        }
+                        index.insert(interface, i as u32);
+                    }
+                    None if self.sorted.len() > INDEXED_FROM => self.reindex(),
+                    None => {}
+                }
                 None
             }
         }
     }
 
     pub fn remove(&mut self, interface: &str) -> Option<Member> {
-        self.find(interface).ok().map(|i| self.0.remove(i))
+        let i = self.position(interface)?;
+        let member = self.sorted.remove(i);
+        if self.sorted.len() <= INDEXED_FROM {
+            self.index = None;
+        } else if let Some(index) = &mut self.index {
+            index.remove(interface);
+            for at in index.values_mut() {
+                *at -= u32::from(*at as usize > i);
+            }
+        }
+        Some(member)
     }
 
     /// Members in interface order.
     pub fn values(&self) -> std::slice::Iter<'_, Member> {
-        self.0.iter()
+        self.sorted.iter()
     }
 
     /// Interfaces in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.0.iter().map(|m| m.interface.as_str())
+        self.sorted.iter().map(|m| m.interface.as_str())
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.sorted.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.sorted.is_empty()
     }
 
     pub fn retain(&mut self, keep: impl FnMut(&Member) -> bool) {
-        self.0.retain(keep);
+        let before = self.sorted.len();
+        self.sorted.retain(keep);
+        if self.sorted.len() != before {
+            self.reindex();
+        }
     }
 }
 
@@ -252,7 +313,7 @@ impl FromIterator<Member> for Members {
 
 impl Serialize for Members {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        self.sorted.serialize(s)
     }
 }
 

@@ -828,3 +828,49 @@ proptest::proptest! {
         proptest::prop_assert_eq!(new, old);
     }
 }
+
+proptest::proptest! {
+    /// The members of a queue, found by binary search when few and by their index when many,
+    /// behave as a map kept in interface order, across every crossing of the threshold.
+    #[test]
+    fn members_behave_as_an_ordered_map_indexed_or_not(
+        ops in proptest::collection::vec((0u8..4, 0usize..3 * super::model::INDEXED_FROM), 0..400),
+    ) {
+        use super::{Member, Members};
+        use std::collections::BTreeMap;
+        let interface = |k: usize| format!("PJSIP/agent-{k:04}");
+        let mut members = Members::default();
+        let mut oracle: BTreeMap<String, i64> = BTreeMap::new();
+        for (step, (op, k)) in ops.into_iter().enumerate() {
+            let key = interface(k);
+            match op {
+                0 | 1 => {
+                    let old = members.insert(Member {
+                        interface: key.as_str().into(),
+                        penalty: step as i64,
+                        ..Member::default()
+                    });
+                    let expected = oracle.insert(key.clone(), step as i64);
+                    proptest::prop_assert_eq!(old.map(|m| m.penalty), expected);
+                }
+                2 => {
+                    let gone = members.remove(&key).map(|m| m.penalty);
+                    proptest::prop_assert_eq!(gone, oracle.remove(&key));
+                }
+                _ => {
+                    members.retain(|m| m.penalty % 3 != 0);
+                    oracle.retain(|_, p| *p % 3 != 0);
+                }
+            }
+            proptest::prop_assert_eq!(members.len(), oracle.len());
+            proptest::prop_assert!(members.keys().eq(oracle.keys().map(String::as_str)));
+            for k in 0..3 * super::model::INDEXED_FROM {
+                let key = interface(k);
+                proptest::prop_assert_eq!(
+                    members.get(&key).map(|m| m.penalty),
+                    oracle.get(&key).copied()
+                );
+            }
+        }
+    }
+}
