@@ -72,7 +72,7 @@ for _ in $(seq "$rounds"); do
         wait "$client" 2> /dev/null || true
         sse=", SSE client sent $(grep -c '^event: change' "$dir/sse.out" || true) changes in $(grep -c '^event: snapshot' "$dir/sse.out" || true) snapshot(s)"
     fi
-    kill "$daemon" "$server"
+    kill "$daemon" "$server" 2> /dev/null || true
     wait "$daemon" "$server" 2> /dev/null || true
     behind=$(grep -c 'is behind' "$dir/daemon.log" || true)
     echo "$(grep -o 'wrote.*' "$dir/replay.out"); daemon CPU $(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc) s, peak RSS $((hwm / 1024)) MiB, fell behind $behind times$sse"
