@@ -1100,6 +1100,13 @@ mod tests {
         assert_eq!(sent(&mut socket), ["*all*"]);
     }
 
+    /// The QueueStatus actions written so far.
+    fn resyncs(socket: &mut mpsc::Receiver<Message>) -> usize {
+        std::iter::from_fn(|| socket.try_recv().ok())
+            .filter(|m| m.get("Action") == Some("QueueStatus"))
+            .count()
+    }
+
     /// A state task that falls behind never makes the reader wait: what does not fit is
     /// dropped, one full resync is asked for (and one more after it, since its snapshot may
     /// predate later drops), and the link's Up, kept, goes first once there is room.
@@ -1123,11 +1130,7 @@ mod tests {
         s.report(What::Link(LinkChange::Up));
         s.report(event(4));
         s.report(event(5));
-        let mut resyncs = 0;
-        while let Ok(m) = socket.try_recv() {
-            resyncs += usize::from(m.get("Action") == Some("QueueStatus"));
-        }
-        assert_eq!(resyncs, 1, "one resync however many drops");
+        assert_eq!(resyncs(&mut socket), 1, "one resync however many drops");
         assert!(s.full_in_flight && s.full_again);
         while inputs.try_recv().is_ok() {}
         s.report(event(6));
@@ -1195,11 +1198,7 @@ mod tests {
             "9 events do not fit a share of 8"
         );
         assert_eq!(s.queued.load(Ordering::Relaxed), 0);
-        let mut resyncs = 0;
-        while let Ok(m) = socket.try_recv() {
-            resyncs += usize::from(m.get("Action") == Some("QueueStatus"));
-        }
-        assert_eq!(resyncs, 1, "dropped, and a resync asked for");
+        assert_eq!(resyncs(&mut socket), 1, "dropped, and a resync asked for");
     }
 
     /// Front-end load filled the in-flight window and the writer's queue, and the keepalive
