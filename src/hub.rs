@@ -20,10 +20,10 @@ use tracing::{info_span, warn, Instrument};
 use crate::state::{self, Change, Input, Snapshot, State, What};
 
 /// Inputs queued from all AMI links to the state task, and events queued by one link (a read's
-/// events travel as one input). The fold is far faster than any AMI
-/// link, so this only fills if the process is starved: 8,192 inputs are eight seconds of a
-/// busy site's 1,000 events/s, longer than folding the largest resync (40,000 queues: about
-/// 1.5 s on the machine of BENCHMARKS.md). An AMI reader never waits for room: it drops what
+/// events travel as one input). The fold is far faster than any AMI link, so this only fills
+/// if the process is starved: 8,192 inputs are eight seconds of a busy site's 1,000 events/s,
+/// longer than folding the largest resync (40,000 queues: about 1.5 s on the machine of
+/// BENCHMARKS.md). An AMI reader never waits for room: it drops what
 /// does not fit and resyncs (`ami::client`), so Asterisk's `writetimeout` is never hit.
 pub const INPUT_QUEUE: usize = 8192;
 /// Events folded under one hold of the state lock and published as one batch: about a
@@ -130,7 +130,8 @@ impl Hub {
         let changes: Vec<Arc<Change>> = {
             let mut shared = self.write_guard();
             // About one change per event: sized so that a batch rarely regrows it.
-            let mut changes: Vec<Arc<Change>> = Vec::with_capacity(inputs.len());
+            let events = inputs.iter().map(|i| i.what.events()).sum();
+            let mut changes: Vec<Arc<Change>> = Vec::with_capacity(events);
             for input in inputs {
                 state::apply_into(&mut shared.state, input, &mut changes);
             }
@@ -251,10 +252,7 @@ pub async fn run(
             let mut from = 0;
             let mut events = 0;
             for (i, input) in batch.iter().enumerate() {
-                events += match &input.what {
-                    What::Events(e) => e.len(),
-                    _ => 1,
-                };
+                events += input.what.events();
                 if events >= FOLD_BATCH || i + 1 == batch.len() {
                     hub.apply_all(&batch[from..=i]);
                     from = i + 1;

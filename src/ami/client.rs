@@ -302,10 +302,7 @@ impl<'a> Session<'a> {
             // Whatever comes next comes after the events read before it.
             self.flush_events();
         }
-        let count = match &what {
-            What::Events(events) => events.len() as u64,
-            _ => 1,
-        };
+        let count = what.events() as u64;
         if let Some(link) = self.unsent_link.take() {
             if !self.offer(What::Link(link.clone())) {
                 self.unsent_link = Some(link);

@@ -41,6 +41,17 @@ pub enum LinkChange {
     Removed,
 }
 
+impl What {
+    /// How many events this is: those of a read, else one (a snapshot or link change counts
+    /// as one).
+    pub fn events(&self) -> usize {
+        match self {
+            What::Events(events) => events.len(),
+            _ => 1,
+        }
+    }
+}
+
 /// What a QueueStatus request covered, so the fold knows what the absence of an item means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
