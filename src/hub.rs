@@ -26,9 +26,12 @@ use crate::state::{self, Change, Input, Snapshot, State, What};
 /// BENCHMARKS.md). An AMI reader never waits for room: it drops what
 /// does not fit and resyncs (`ami::client`), so Asterisk's `writetimeout` is never hit.
 pub const INPUT_QUEUE: usize = 8192;
-/// Events folded under one hold of the state lock and published as one batch: about a
-/// millisecond of folding, so readers of the state never wait longer.
-const FOLD_BATCH: usize = 1024;
+/// Events folded under one hold of the state lock and published as one batch, as many as one
+/// read brings at most: a batch then holds fewer than twice as many, so readers of the state
+/// wait a fraction of a millisecond, and the [`BROADCAST_CAPACITY`] batches a slow subscriber
+/// may lag behind by (kept, with their SSE rendering) stay the size they were when a batch was
+/// at most 256 inputs of one event.
+const FOLD_BATCH: usize = 256;
 /// Batches a subscriber may fall behind before it is resynced with a snapshot.
 pub const BROADCAST_CAPACITY: usize = 4096;
 /// Changes kept for `Last-Event-ID` resumption.
